@@ -1,0 +1,1 @@
+"""Quantization benchmarks for diffusion transformers: the tested helpers behind the notebooks."""

@@ -1,0 +1,49 @@
+"""Command line: ``python -m helpers COMMAND --help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import params as P
+from .registry import DTYPES, MODELS, PRESETS
+
+
+def _grid(args) -> int:
+    overrides = P.load_params_file(args.params) if args.params else {}
+    for key in ("model", "dtype", "preset", "out_dir", "device"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    params = P.validate(overrides)
+    from .grid import results_path, run_grid
+
+    rows = run_grid(params)
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "skipped", "error")}
+    print(f"{len(rows)} records ({', '.join(f'{n} {s}' for s, n in counts.items())}) in {results_path(params)}")
+    return 0 if counts["error"] == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("grid", help="run one model's grid in-process and append its records")
+    g.add_argument("--model", choices=tuple(MODELS), required=True)
+    g.add_argument("--dtype", choices=DTYPES, required=True)
+    g.add_argument("--preset", choices=PRESETS, help="tiny (default, offline) or full (hub checkpoint)")
+    g.add_argument("--device", help="auto (default), cpu or cuda")
+    g.add_argument("--params", help="YAML file of parameters that differ from the defaults")
+    g.add_argument("--out", dest="out_dir", help="output folder (default: outputs)")
+    g.set_defaults(func=_grid)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The one module that times and measures. Nothing else in the project does.
+
+Protocol for one configuration (see ``measure``):
+
+1. ``warmup`` untimed calls of the whole pipeline.
+2. ``repeats`` timed calls, each its own sample: synchronize, ``perf_counter``,
+   call, synchronize, ``perf_counter``. Reported as median, min and max.
+3. ``memory_gb``: on CUDA ``torch.cuda.memory_allocated()`` after
+   ``empty_cache()``; on the CPU the exact bytes of every tensor the pipeline's
+   modules hold (parameters and buffers, quantized tensors' inner data and
+   scales, each storage counted once). GB = bytes / 1024**3.
+4. ``peak_memory_gb``: one more call with the fixed seed (its first image is the
+   saved image). CUDA: ``max_memory_allocated()`` after
+   ``reset_peak_memory_stats()``. CPU: the process's peak resident memory
+   (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``) above its
+   resident memory just before the call; ``None`` where Linux does not allow it.
+
+``cleanup`` frees what a configuration held before the next one starts.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+GB = 1024**3
+
+
+@dataclass
+class Measurement:
+    latency_s: float
+    latency_min_s: float
+    latency_max_s: float
+    repeats: int
+    memory_bytes: int
+    memory_gb: float
+    peak_memory_gb: float | None
+    image: object  # PIL.Image of the fixed-seed call
+
+
+def _plain_tensors(t: torch.Tensor):
+    """The plain tensors behind ``t``: quanto's subclasses hold data, scales and shifts inside."""
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        for name in names:
+            yield from _plain_tensors(getattr(t, name))
+    else:
+        yield t
+
+
+def pipeline_modules(pipe) -> dict:
+    """The ``torch.nn.Module`` components of a pipeline, by name."""
+    return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+
+
+def tensor_bytes(modules) -> int:
+    """Bytes of every parameter and buffer storage held by ``modules``, each storage once."""
+    seen: dict[tuple, int] = {}
+    for module in modules:
+        for t in list(module.parameters()) + list(module.buffers()):
+            for plain in _plain_tensors(t):
+                storage = plain.untyped_storage()
+                key = (plain.device.type, storage.data_ptr()) if plain.device.type != "meta" else ("meta", id(storage))
+                seen[key] = storage.nbytes()
+    return sum(seen.values())
+
+
+def component_bytes(pipe) -> dict[str, int]:
+    return {name: tensor_bytes([m]) for name, m in pipeline_modules(pipe).items()}
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _proc_status(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_cpu_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def cleanup(device: str) -> None:
+    """Drop what the last configuration left: Python garbage and the CUDA cache."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure(pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, seed: int) -> Measurement:
+    """Run the protocol above on a prepared pipeline."""
+
+    def call():
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        return pipe(**call_kwargs, generator=generator)
+
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        memory = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = call()
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        memory = tensor_bytes(pipeline_modules(pipe).values())
+        before = _proc_status("VmRSS")
+        can_reset = _reset_cpu_peak() and before is not None
+        out = call()
+        hwm = _proc_status("VmHWM")
+        peak = max(hwm - before, 0) if can_reset and hwm is not None else None
+
+    return Measurement(
+        latency_s=statistics.median(samples),
+        latency_min_s=min(samples),
+        latency_max_s=max(samples),
+        repeats=repeats,
+        memory_bytes=memory,
+        memory_gb=memory / GB,
+        peak_memory_gb=None if peak is None else peak / GB,
+        image=out.images[0],
+    )

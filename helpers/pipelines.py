@@ -1,0 +1,92 @@
+"""Where a pipeline comes from: the tiny cache, a hub id or a local path.
+
+Every preset ends in the same call, ``DiffusionPipeline.from_pretrained(path,
+torch_dtype=...)``, so the tiny default exercises the loading code that a
+full-size checkpoint goes through on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .registry import model_spec, torch_device, torch_dtype
+
+
+def cache_dir() -> Path:
+    """Where tiny pipelines are saved: ``$DQB_CACHE`` or ``~/.cache/diffusion-quant-bench``."""
+    return Path(os.environ.get("DQB_CACHE", Path.home() / ".cache" / "diffusion-quant-bench"))
+
+
+def _tiny_version() -> str:
+    # A change to the tiny configs gives a new folder, never a stale cache.
+    from . import tiny
+
+    return hashlib.sha256(Path(tiny.__file__).read_bytes()).hexdigest()[:12]
+
+
+def ensure_tiny(model: str) -> Path:
+    """Build and save the tiny pipeline of ``model`` once; return its folder."""
+    from .tiny import build_tiny
+
+    model_spec(model)
+    path = cache_dir() / f"tiny-{model}-{_tiny_version()}"
+    if (path / "model_index.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        build_tiny(model, tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # another process finished first: keep theirs
+            if not (path / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def resolve_checkpoint(params: dict) -> str:
+    """The ``from_pretrained`` argument for these parameters."""
+    if params["checkpoint"]:
+        return params["checkpoint"]
+    if params["preset"] == "tiny":
+        return str(ensure_tiny(params["model"]))
+    return model_spec(params["model"]).hub_id
+
+
+def call_settings(params: dict) -> dict:
+    """Steps, size and guidance: the parameters if given, else the preset's defaults."""
+    spec = model_spec(params["model"])
+    if params["preset"] == "tiny":
+        from .tiny import TINY_CALL_DEFAULTS
+
+        base = dict(TINY_CALL_DEFAULTS[params["model"]])
+    else:
+        base = dict(
+            height=spec.height,
+            width=spec.width,
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance_scale,
+            extra_call_kwargs={},
+        )
+    extra = {**base.pop("extra_call_kwargs", {}), **spec.call_kwargs}
+    for name, key in (("steps", "num_inference_steps"), ("height", "height"), ("width", "width")):
+        if params[name] is not None:
+            base[key] = params[name]
+    if params["guidance_scale"] is not None:
+        base["guidance_scale"] = float(params["guidance_scale"])
+    return {**base, **extra}
+
+
+def load_pipeline(checkpoint: str, dtype: str, device: str):
+    """Load through the same call a hub checkpoint uses; safetensors only."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(checkpoint, torch_dtype=torch_dtype(dtype), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch_device(device))

@@ -1,0 +1,111 @@
+"""The one place where a name from YAML, a record or the CLI becomes a library object.
+
+Strings travel through parameters and records; objects never do. Every lookup
+goes through a function here, and an unknown name raises a short ``ValueError``
+that lists the valid choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the project needs to know about one published pipeline."""
+
+    key: str
+    hub_id: str
+    pipeline_class: str  # name in ``diffusers``
+    text_encoders: tuple[str, ...]  # attribute names on the pipeline
+    # The pipeline's own defaults for full-size runs (its ``__call__`` defaults).
+    steps: int
+    height: int
+    width: int
+    guidance_scale: float
+    # Extra keyword arguments every call of this pipeline needs.
+    call_kwargs: dict = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "pixart": ModelSpec(
+        key="pixart",
+        hub_id="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+        pipeline_class="PixArtSigmaPipeline",
+        text_encoders=("text_encoder",),
+        steps=20,
+        height=1024,
+        width=1024,
+        guidance_scale=4.5,
+    ),
+    "flux-dev": ModelSpec(
+        key="flux-dev",
+        hub_id="black-forest-labs/FLUX.1-dev",
+        pipeline_class="FluxPipeline",
+        text_encoders=("text_encoder", "text_encoder_2"),
+        steps=28,
+        height=1024,
+        width=1024,
+        guidance_scale=3.5,
+    ),
+    "sd3": ModelSpec(
+        key="sd3",
+        hub_id="stabilityai/stable-diffusion-3-medium-diffusers",
+        pipeline_class="StableDiffusion3Pipeline",
+        text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
+        steps=28,
+        height=1024,
+        width=1024,
+        guidance_scale=7.0,
+    ),
+}
+
+DTYPES = ("fp16", "bf16")
+QTYPES = ("none", "int8", "fp8", "int4")
+PRESETS = ("tiny", "full")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _check(kind: str, name: str, choices) -> None:
+    if name not in choices:
+        raise ValueError(f"unknown {kind} {name!r}; valid choices: {', '.join(choices)}")
+
+
+def model_spec(name: str) -> ModelSpec:
+    _check("model", name, tuple(MODELS))
+    return MODELS[name]
+
+
+def pipeline_class(name: str):
+    import diffusers
+
+    return getattr(diffusers, model_spec(name).pipeline_class)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    _check("dtype", name, DTYPES)
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def quanto_qtype(name: str):
+    """``none`` maps to ``None`` (no quantization)."""
+    _check("qtype", name, QTYPES)
+    if name == "none":
+        return None
+    from optimum import quanto
+
+    return {"int8": quanto.qint8, "fp8": quanto.qfloat8, "int4": quanto.qint4}[name]
+
+
+def torch_device(name: str) -> str:
+    """``auto`` is CUDA when one is visible, else the CPU."""
+    import torch
+
+    _check("device", name, DEVICES)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device; valid choices here: auto, cpu")
+    return name
