@@ -24,6 +24,13 @@ def _grid(args) -> int:
     return 0 if counts["error"] == 0 else 1
 
 
+def _batch(args) -> int:
+    from .batch import run_batch
+
+    failed = run_batch(models=args.models, dtypes=args.dtypes, preset=args.preset, out_dir=args.out_dir)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--params", help="YAML file of parameters that differ from the defaults")
     g.add_argument("--out", dest="out_dir", help="output folder (default: outputs)")
     g.set_defaults(func=_grid)
+
+    b = sub.add_parser("batch", help="execute each model's notebook per dtype with papermill, then the results document")
+    b.add_argument("--models", nargs="+", default=list(MODELS), help=f"default: {' '.join(MODELS)}")
+    b.add_argument("--dtypes", nargs="+", default=list(DTYPES), help=f"default: {' '.join(DTYPES)}")
+    b.add_argument("--preset", choices=PRESETS, default="tiny")
+    b.add_argument("--out", dest="out_dir", default="outputs", help="output folder (default: outputs)")
+    b.set_defaults(func=_batch)
 
     args = parser.parse_args(argv)
     try:

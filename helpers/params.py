@@ -125,3 +125,27 @@ def validate(params: dict) -> dict:
             raise ValueError(f"parameter {key!r} must be >= 1 or null, got {merged[key]}")
     merged["out_dir"] = str(merged["out_dir"])
     return merged
+
+
+# Names IPython puts in a notebook's namespace that are not parameters.
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open", "display"}
+
+
+def from_namespace(namespace: dict) -> dict:
+    """The parameters a notebook holds: every plain value its cells defined.
+
+    Called right after the parameters cell (and papermill's injected one), so a
+    parameter papermill injected under an unknown name is refused here, where
+    papermill itself only warns.
+    """
+    from types import ModuleType
+
+    found = {
+        name: value
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in _IPYTHON_NAMES
+        and not isinstance(value, ModuleType)
+        and not callable(value)
+    }
+    return validate(found)

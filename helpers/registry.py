@@ -37,6 +37,8 @@ MODELS: dict[str, ModelSpec] = {
         height=1024,
         width=1024,
         guidance_scale=4.5,
+        # The pipeline's default (True) needs ftfy and bs4 and falls back to False with a warning.
+        call_kwargs={"clean_caption": False},
     ),
     "flux-dev": ModelSpec(
         key="flux-dev",

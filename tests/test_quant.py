@@ -1,0 +1,152 @@
+"""What quantizing and fusing do to the bytes a pipeline holds, checked against arithmetic."""
+
+import pytest
+import torch
+
+from helpers.measure import component_bytes, pipeline_modules, tensor_bytes
+from helpers.pipelines import load_pipeline
+from helpers.quant import apply_config
+
+MODELS = ("pixart", "flux-dev", "sd3")
+ELEM = {"bf16": 2, "fp16": 2}
+
+
+def _linear_shapes(module) -> dict[str, tuple[int, int, bool]]:
+    return {
+        name: (m.out_features, m.in_features, m.bias is not None)
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
+
+
+def _int4_group(k: int) -> int:
+    if k <= 128:
+        return k
+    g = 128
+    while k % g and g > 32:
+        g -= 32
+    assert k % g == 0, f"in_features {k} has no int4 group"
+    return g
+
+
+def _expected_qlinear_bytes(qtype: str, n: int, k: int, bias: bool, s: int) -> int:
+    """Bytes of one quanto QLinear after freeze, from the format's definition.
+
+    int8 / fp8: one byte a weight + one scale per output row.
+    int4: half a byte a weight + a scale and a shift per group of inputs. quanto's
+    group is 128 inputs when in_features > 128 (else 96, 64 or 32 if one of those
+    divides it); at in_features <= 128 a whole row is one group.
+    Every QLinear also holds two scalar buffers (input_scale, output_scale).
+    """
+    if qtype in ("int8", "fp8"):
+        weight = n * k + n * s
+    elif qtype == "int4":
+        weight = n * k // 2 + 2 * n * (k // _int4_group(k)) * s
+    else:
+        raise AssertionError(qtype)
+    return weight + (n * s if bias else 0) + 2 * s
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("qtype", ["int8", "fp8", "int4"])
+def test_quantized_linear_bytes_follow_the_format(tiny_paths, model, qtype):
+    pipe = load_pipeline(tiny_paths[model], "bf16", "cpu")
+    shapes = _linear_shapes(pipe.transformer)
+    before = {name: tensor_bytes([m]) for name, m in pipe.transformer.named_modules() if name in shapes}
+    apply_config(pipe, model, qtype, quantize_te=False, fuse_qkv=False, exclude=[])
+    modules = dict(pipe.transformer.named_modules())
+    checked = 0
+    for name, (n, k, bias) in shapes.items():
+        after = tensor_bytes([modules[name]])
+        expected = _expected_qlinear_bytes(qtype, n, k, bias, 2)
+        assert after == expected, f"{name} ({n}x{k}): {after} bytes, format says {expected}"
+        # and the ratio the format implies, against the unquantized bf16 weight
+        weight_before = n * k * 2
+        weight_after = expected - (n * 2 if bias else 0) - 4
+        ratio = weight_after / weight_before
+        if qtype == "int4":
+            assert ratio == pytest.approx(0.25 + 2 / _int4_group(k))
+        else:
+            assert ratio == pytest.approx(0.5 + 1 / k)
+        assert before[name] == n * k * 2 + (n * 2 if bias else 0)
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fuse_qkv_adds_exactly_the_fused_projections(tiny_paths, model):
+    pipe = load_pipeline(tiny_paths[model], "bf16", "cpu")
+    before = tensor_bytes([pipe.transformer])
+    linears = dict(pipe.transformer.named_modules())
+    apply_config(pipe, model, "none", quantize_te=False, fuse_qkv=True, exclude=[])
+    fused = {
+        name: m for name, m in pipe.transformer.named_modules()
+        if name.rsplit(".", 1)[-1] in ("to_qkv", "to_kv", "to_added_qkv")
+    }  # fmt: skip
+    assert fused, "fuse_qkv_projections() created no fused projection"
+    # The fused weights are the concatenation of the separate ones, which stay in place.
+    expected = 0
+    for name, m in fused.items():
+        parent, leaf = name.rsplit(".", 1)
+        parts = {"to_qkv": ("to_q", "to_k", "to_v"), "to_kv": ("to_k", "to_v"),
+                 "to_added_qkv": ("add_q_proj", "add_k_proj", "add_v_proj")}[leaf]  # fmt: skip
+        expected += sum(tensor_bytes([linears[f"{parent}.{p}"]]) for p in parts)
+        assert tensor_bytes([m]) == sum(tensor_bytes([linears[f"{parent}.{p}"]]) for p in parts)
+    assert tensor_bytes([pipe.transformer]) - before == expected
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_quantize_te_changes_the_text_encoders_and_nothing_else(tiny_paths, model):
+    from helpers.registry import model_spec
+
+    sizes, shapes = {}, {}
+    for te in (False, True):
+        pipe = load_pipeline(tiny_paths[model], "bf16", "cpu")
+        shapes = {name: _linear_shapes(getattr(pipe, name)) for name in model_spec(model).text_encoders}
+        apply_config(pipe, model, "int8", quantize_te=te, fuse_qkv=False, exclude=[])
+        sizes[te] = component_bytes(pipe)
+    assert set(sizes[True]) == set(sizes[False])
+    for name in sizes[False]:
+        if name in shapes:
+            # every Linear of the encoder shrinks to its int8 size; nothing else changes
+            saved = sum(
+                n * k * 2 + (n * 2 if b else 0) - _expected_qlinear_bytes("int8", n, k, b, 2)
+                for n, k, b in shapes[name].values()
+            )
+            assert saved > 0
+            assert sizes[False][name] - sizes[True][name] == saved, name
+        else:
+            assert sizes[True][name] == sizes[False][name], name
+
+
+def _independent_count(pipe) -> int:
+    """Bytes from the modules' state_dicts (quanto serialises data, scales and shifts
+    as plain tensors) plus non-persistent buffers; tied weights counted once."""
+    total, seen = 0, set()
+    for module in pipeline_modules(pipe).values():
+        tensors = list(module.state_dict().values())
+        for sub in module.modules():
+            tensors += [sub._buffers[n] for n in sub._non_persistent_buffers_set if sub._buffers.get(n) is not None]
+        for t in tensors:
+            if t.data_ptr() in seen:
+                continue
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("qtype", ["none", "int8", "fp8", "int4"])
+def test_memory_count_matches_an_independent_count(tiny_paths, model, qtype):
+    pipe = load_pipeline(tiny_paths[model], "fp16", "cpu")
+    apply_config(pipe, model, qtype, quantize_te=True, fuse_qkv=True, exclude=[])
+    assert tensor_bytes(pipeline_modules(pipe).values()) == _independent_count(pipe)
+
+
+def test_exclude_keeps_named_modules_unquantized(tiny_paths):
+    from optimum.quanto import QTensor
+
+    pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
+    apply_config(pipe, "pixart", "int8", quantize_te=False, fuse_qkv=False, exclude=["proj_out"])
+    assert not isinstance(pipe.transformer.proj_out.weight, QTensor)
+    assert isinstance(pipe.transformer.transformer_blocks[0].attn1.to_q.weight, QTensor)
