@@ -5,9 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test report clean
+.PHONY: setup test report clean chromium
 
 setup: $(STAMP)
+
+# tests/test_report_browser.py opens outputs/report.html in Debian's Chromium (CI: a fresh machine, as root).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +19,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
+
+# The main job on the tiny default: every model's notebook for fp16 and bf16, then outputs/RESULTS.md
+# and outputs/report.html (python -m helpers batch --help for more).
+report: setup
+	$(PY) -m helpers batch
 
 clean:
 	rm -rf outputs/results outputs/images

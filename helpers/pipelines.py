@@ -1,7 +1,7 @@
 """Where a pipeline comes from: the tiny cache, a hub id or a local path.
 
 Every preset ends in the same call, ``DiffusionPipeline.from_pretrained(path,
-torch_dtype=...)``, so the tiny default exercises the loading code that a
+dtype=...)``, so the tiny default exercises the loading code that a
 full-size checkpoint goes through on a GPU machine.
 """
 
@@ -84,9 +84,30 @@ def call_settings(params: dict) -> dict:
 
 
 def load_pipeline(checkpoint: str, dtype: str, device: str):
-    """Load through the same call a hub checkpoint uses; safetensors only."""
+    """Load through the same call a hub checkpoint uses; safetensors only.
+
+    Loading logs two warnings that do not apply here (transformers: image
+    processors want torchvision, which no pipeline of ours uses; diffusers:
+    fp16 "cannot run" on the CPU, which it does, only slowly); they are
+    silenced for the duration of the call with the loading progress bars;
+    errors still show.
+    """
+    import diffusers
+    import transformers
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(checkpoint, torch_dtype=torch_dtype(dtype), use_safetensors=True)
+    levels = diffusers.logging.get_verbosity(), transformers.logging.get_verbosity()
+    bars = diffusers.logging.is_progress_bar_enabled(), transformers.logging.is_progress_bar_enabled()
+    for lib in (diffusers, transformers):
+        lib.logging.set_verbosity_error()
+        lib.logging.disable_progress_bar()
+    try:
+        # `dtype=` is what diffusers 0.42 calls `torch_dtype=` (deprecated, same meaning).
+        pipe = DiffusionPipeline.from_pretrained(checkpoint, dtype=torch_dtype(dtype), use_safetensors=True)
+        pipe = pipe.to(torch_device(device))
+    finally:
+        for lib, level, bar in zip((diffusers, transformers), levels, bars):
+            lib.logging.set_verbosity(level)
+            lib.logging.enable_progress_bar() if bar else lib.logging.disable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(torch_device(device))
+    return pipe

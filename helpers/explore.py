@@ -1,0 +1,58 @@
+"""An ipywidgets explorer for JupyterLab: one configuration beside the unquantized one."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .records import Record
+
+
+def _summary(r: Record | None) -> str:
+    if r is None:
+        return "<p>not in the grid</p>"
+    if r.status != "ok":
+        return f"<p><b>{html.escape(r.status)}</b>: {html.escape(r.error or '')}</p>"
+    peak = "n/a" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.3f}"
+    return (
+        f"<p>memory <b>{r.memory_gb:.3f} GB</b> (peak +{peak} GB)<br>"
+        f"latency <b>{r.latency_s:.3f} s</b> (min {r.latency_min_s:.3f}, max {r.latency_max_s:.3f}, "
+        f"{r.repeats} runs)</p>"
+    )
+
+
+def explorer(rows: list[Record], out_dir: str):
+    """Pick qtype / quantize TE / fuse QKV (/ batch size); see that configuration's image and
+    figures side by side with the unquantized one of the same fuse setting and batch size."""
+    import ipywidgets as w
+
+    if not rows:
+        raise ValueError("no records to explore")
+    by_config = {(r.qtype, r.quantize_te, r.fuse_qkv, r.batch_size): r for r in rows}
+
+    def options(attr):  # distinct values in grid order
+        return list(dict.fromkeys(getattr(r, attr) for r in rows))
+
+    qtype = w.Dropdown(options=options("qtype"), description="qtype")
+    qte = w.ToggleButtons(options=[("TE quantized", True), ("TE not quantized", False)], value=rows[0].quantize_te)
+    fuse = w.ToggleButtons(options=[("QKV fused", True), ("not fused", False)], value=rows[0].fuse_qkv)
+    bs = w.Dropdown(options=options("batch_size"), description="batch size")
+    panes = [w.VBox(), w.VBox()]
+
+    def pane(title: str, r: Record | None):
+        items = [w.HTML(f"<h4>{html.escape(title)}</h4>"), w.HTML(_summary(r))]
+        if r is not None and r.status == "ok" and r.image_path:
+            items.insert(1, w.Image(value=(Path(out_dir) / r.image_path).read_bytes(), format="png", width=256))
+        return items
+
+    def update(_=None):
+        key = (qtype.value, qte.value, fuse.value, bs.value)
+        chosen = by_config.get(key)
+        base = by_config.get(("none", False, fuse.value, bs.value))
+        panes[0].children = pane(f"{qtype.value}, qte {int(qte.value)}, fuse {int(fuse.value)}", chosen)
+        panes[1].children = pane(f"none (unquantized), fuse {int(fuse.value)}", base)
+
+    for control in (qtype, qte, fuse, bs):
+        control.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([qtype, bs]), qte, fuse, w.HBox(panes)])

@@ -1,0 +1,237 @@
+"""The results document (``RESULTS.md``, in the published format) and ``report.html``.
+
+Both are built from records only. Text that came from parameters (prompt,
+paths, error messages) is escaped wherever it is rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from .figures import image_grid_path
+from .records import Record
+
+COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
+
+
+def title(model: str) -> str:
+    """``flux-dev`` -> ``Flux-dev``, as the published headings write it."""
+    return model[:1].upper() + model[1:]
+
+
+def table(rows: list[Record]) -> pd.DataFrame:
+    """The published table of the ``ok`` rows, in grid order."""
+    ok = [r for r in rows if r.status == "ok"]
+    return pd.DataFrame(
+        {
+            "Quantization": [r.qtype.upper() for r in ok],
+            "Quantize TE": ["Yes" if r.quantize_te else "No" for r in ok],
+            "Fuse QKV": ["Yes" if r.fuse_qkv else "No" for r in ok],
+            "Memory (GB)": [r.memory_gb for r in ok],
+            "Latency (s)": [r.latency_s for r in ok],
+        },
+        columns=COLUMNS,
+    )
+
+
+def sorted_tables(rows: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(by memory, by latency), ascending; ties keep grid order."""
+    df = table(rows)
+    by_memory = df.sort_values("Memory (GB)", kind="stable").reset_index(drop=True)
+    by_latency = df.sort_values("Latency (s)", kind="stable").reset_index(drop=True)
+    return by_memory, by_latency
+
+
+def styled_tables(rows: list[Record]):
+    """The two sorted tables as pandas Stylers with captions, for a notebook to display."""
+    by_memory, by_latency = sorted_tables(rows)
+    return [
+        df.style.set_caption(caption).format(precision=3).hide(axis="index")
+        for df, caption in (
+            (by_memory, "Sorted by Memory Usage (Ascending)"),
+            (by_latency, "Sorted by Latency (Ascending)"),
+        )
+    ]
+
+
+def _md_cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = html.escape(str(value), quote=False).replace("|", "\\|")
+    return " ".join(text.split())
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    widths = [len(c) for c in df.columns]
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    for values in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_md_cell(v) for v in values) + " |")
+    return "\n".join(lines)
+
+
+def batch_sizes(rows: list[Record]) -> list[int]:
+    return sorted({r.batch_size for r in rows})
+
+
+def results_markdown(sections: list[list[Record]]) -> str:
+    """``# Experiment Results`` and, per model and dtype and batch size, the grid image and two tables."""
+    out = ["# Experiment Results", ""]
+    for rows in sections:
+        if not rows:
+            continue
+        model, dtype = rows[0].model, rows[0].dtype
+        for bs in batch_sizes(rows):
+            sub = [r for r in rows if r.batch_size == bs]
+            by_memory, by_latency = sorted_tables(sub)
+            out += [
+                f"## {title(model)} - Batch Size: {bs}, Data Type: {dtype}",
+                "",
+                f"![{model} {dtype} Comparison](image_grids/{model}_{dtype}_comparison.png)",
+                "",
+                "### Sorted by Memory Usage (Ascending)",
+                "",
+                markdown_table(by_memory),
+                "",
+                "### Sorted by Latency (Ascending)",
+                "",
+                markdown_table(by_latency),
+                "",
+            ]
+    return "\n".join(out)
+
+
+def write_results_markdown(out_dir: str, sections: list[list[Record]]) -> Path:
+    path = Path(out_dir) / "RESULTS.md"
+    path.write_text(results_markdown(sections), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- report.html
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1200px;color:#222}
+h2{margin-top:2.5rem;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
+th{background:#f3f3f3;cursor:pointer;user-select:none}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.failed td{background:#fde8e8}
+tr.skipped td{background:#fff6da}
+.env{font-size:.8rem;color:#555}
+img.grid{max-width:100%;border:1px solid #ddd}
+"""
+
+# Sort a table by the clicked column (numbers numerically, blanks last); click again to reverse.
+_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach(function (th, col) {
+  th.addEventListener("click", function () {
+    var body = th.closest("table").tBodies[0];
+    var asc = th.dataset.dir !== "asc";
+    th.closest("tr").querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
+    th.dataset.dir = asc ? "asc" : "desc";
+    var key = function (tr) {
+      var t = tr.cells[col].dataset.value !== undefined ? tr.cells[col].dataset.value : tr.cells[col].textContent;
+      var n = parseFloat(t);
+      return t === "" ? null : (isNaN(n) ? t : n);
+    };
+    Array.from(body.rows).sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === null) return 1;
+      if (y === null) return -1;
+      return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+    }).forEach(function (tr) { body.appendChild(tr); });
+  });
+});
+"""
+
+_HTML_COLUMNS = [
+    ("Quantization", lambda r: r.qtype.upper()),
+    ("Quantize TE", lambda r: "Yes" if r.quantize_te else "No"),
+    ("Fuse QKV", lambda r: "Yes" if r.fuse_qkv else "No"),
+    ("Memory (GB)", lambda r: r.memory_gb),
+    ("Peak memory (GB)", lambda r: r.peak_memory_gb),
+    ("Latency (s)", lambda r: r.latency_s),
+    ("Latency min (s)", lambda r: r.latency_min_s),
+    ("Latency max (s)", lambda r: r.latency_max_s),
+    ("Repeats", lambda r: r.repeats),
+    ("Status", lambda r: r.status),
+    ("Reason", lambda r: r.error or ""),
+]
+
+
+def _html_cell(value) -> str:
+    if value is None:
+        return '<td class="num" data-value=""></td>'
+    if isinstance(value, float):
+        # 4 significant digits: the tiny preset's figures are far below the 3 decimals of RESULTS.md
+        return f'<td class="num" data-value="{value!r}">{value:.4g}</td>'
+    if isinstance(value, int):
+        return f'<td class="num">{value}</td>'
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _html_table(rows: list[Record]) -> str:
+    order = sorted(rows, key=lambda r: (r.status != "ok", r.memory_gb if r.memory_gb is not None else 0))
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in _HTML_COLUMNS)
+    body = []
+    for r in order:
+        css = {"error": "failed", "skipped": "skipped"}.get(r.status, "")
+        cells = "".join(_html_cell(get(r)) for _, get in _HTML_COLUMNS)
+        body.append(f'<tr class="{css}">{cells}</tr>')
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _embedded_png(path: Path) -> str:
+    if not path.is_file():
+        return "<p><em>no image grid</em></p>"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img class="grid" alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _environment(rows: list[Record]) -> str:
+    r = rows[0]
+    versions = ", ".join(f"{html.escape(k)} {html.escape(v)}" for k, v in sorted(r.versions.items()))
+    return (
+        f'<p class="env">Measured on {html.escape(r.device)} ({html.escape(r.device_name)}); {versions}. '
+        f"Preset {html.escape(r.preset)}, checkpoint <code>{html.escape(r.checkpoint)}</code>; "
+        f"{r.steps} steps at {r.width}&times;{r.height}, guidance {r.guidance_scale}; "
+        f"warm-up {r.warmup}, repeats {r.repeats}; seed {r.seed}; "
+        f"prompt &ldquo;{html.escape(r.prompt)}&rdquo;.</p>"
+    )
+
+
+def report_html(out_dir: str, sections: list[list[Record]]) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>Experiment Results</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>Experiment Results</h1>",
+        "<p>What each quantization choice costs (memory, latency) and what it looks like. "
+        "Click a column heading to sort. Memory (GB) is what the model holds; peak is the most one "
+        "inference needed on top; latency is the median of the timed runs.</p>",
+    ]
+    for rows in sections:
+        if not rows:
+            continue
+        model, dtype = rows[0].model, rows[0].dtype
+        for bs in batch_sizes(rows):
+            sub = [r for r in rows if r.batch_size == bs]
+            parts += [
+                f"<h2>{html.escape(title(model))} - Batch Size: {bs}, Data Type: {html.escape(dtype)}</h2>",
+                _environment(sub),
+                _html_table(sub),
+                _embedded_png(image_grid_path(out_dir, model, dtype)),
+            ]
+    parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_report_html(out_dir: str, sections: list[list[Record]]) -> Path:
+    path = Path(out_dir) / "report.html"
+    path.write_text(report_html(out_dir, sections), encoding="utf-8")
+    return path

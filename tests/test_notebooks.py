@@ -1,0 +1,153 @@
+"""The notebooks and the batch: papermill runs every notebook; the results document parses back."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import batch, grid, params as P, records
+from helpers.registry import DTYPES, MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False, True], warmup=0, repeats=1)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_notebook_is_thin_and_clean(model):
+    nb = nbformat.read(ROOT / "notebooks" / f"{model}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    defaults = {}
+    for node in ast.parse(code[0].source).body:
+        assert isinstance(node, ast.AnnAssign), "the parameters cell holds only typed assignments"
+        defaults[node.target.id] = ast.literal_eval(node.value)
+    assert defaults["model"] == model
+    # every parameter is there, with the helpers' defaults except where a notebook needs its own
+    assert set(defaults) == set(P.DEFAULTS)
+    differs = {k for k, v in defaults.items() if v != P.DEFAULTS[k]}
+    assert differs <= {"model", "out_dir"} and defaults["out_dir"] == "../outputs"
+    for cell in code:
+        tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.startswith("%")))
+        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))
+        assert not cell.get("outputs") and cell.get("execution_count") is None, "commit notebooks without outputs"
+
+
+@pytest.fixture(scope="module")
+def batch_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch")
+    failed = batch.run_batch(out_dir=str(out), overrides=SMALL)
+    assert failed == 0
+    return out
+
+
+def test_every_notebook_ran_with_the_injected_parameters(batch_out):
+    for model in MODELS:
+        for dtype in DTYPES:
+            nb = nbformat.read(batch_out / "notebooks" / f"{model}_{dtype}.ipynb", as_version=4)
+            injected = nb.metadata.papermill.parameters
+            assert injected["dtype"] == dtype and injected["qtypes"] == SMALL["qtypes"]
+            assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+            html = (batch_out / "notebooks" / f"{model}_{dtype}.html").read_text()
+            assert "helpers.grid.run_grid" not in html, "inputs are hidden in the HTML export"
+            rows = records.read(batch_out / "results" / f"{model}_{dtype}.jsonl")
+            assert {(r.qtype, r.fuse_qkv, r.dtype, r.status) for r in rows} == {
+                (q, f, dtype, "ok") for q in SMALL["qtypes"] for f in SMALL["fuse_qkv"]
+            }
+
+
+def _parse_results(text: str) -> dict:
+    """RESULTS.md -> {(model, dtype, batch size): {"image": link, "memory": rows, "latency": rows}}."""
+    sections, current, table = {}, None, None
+    for line in text.splitlines():
+        if m := re.fullmatch(r"## (\S+) - Batch Size: (\d+), Data Type: (\w+)", line):
+            current = sections.setdefault((m[1], int(m[2]), m[3]), {})
+        elif m := re.fullmatch(r"!\[(.+) Comparison\]\((.+)\)", line):
+            current["image"] = (m[1], m[2])
+        elif line == "### Sorted by Memory Usage (Ascending)":
+            table = current.setdefault("memory", [])
+        elif line == "### Sorted by Latency (Ascending)":
+            table = current.setdefault("latency", [])
+        elif line.startswith("|"):
+            table.append([c.strip() for c in line.strip("|").split("|")])
+    return sections
+
+
+def test_results_document_has_the_published_format(batch_out):
+    text = (batch_out / "RESULTS.md").read_text()
+    assert text.startswith("# Experiment Results\n")
+    sections = _parse_results(text)
+    expected_titles = {"pixart": "Pixart", "flux-dev": "Flux-dev", "sd3": "Sd3"}
+    assert set(sections) == {(expected_titles[m], 1, d) for m in MODELS for d in DTYPES}
+    for (title, _, dtype), s in sections.items():
+        model = title.lower()
+        assert s["image"] == (f"{model} {dtype}", f"image_grids/{model}_{dtype}_comparison.png")
+        assert (batch_out / s["image"][1]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for kind, col in (("memory", 3), ("latency", 4)):
+            header, rule, *rows = s[kind]
+            assert header == ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
+            assert all(set(c) == {"-"} for c in rule)
+            assert all(re.fullmatch(r"\d+\.\d{3}", r[3]) and re.fullmatch(r"\d+\.\d{3}", r[4]) for r in rows)
+            values = [float(r[col]) for r in rows]
+            assert values == sorted(values), f"{title} {dtype}: not sorted by {kind}"
+            configs = sorted((r[0], r[1], r[2]) for r in rows)
+            assert configs == sorted((q.upper(), "No", f) for q in SMALL["qtypes"] for f in ("No", "Yes"))
+
+
+def test_a_failing_notebook_does_not_stop_the_batch(tmp_path):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    good = nbformat.read(ROOT / "notebooks" / "pixart.ipynb", as_version=4)
+    nbformat.write(good, nb_dir / "pixart.ipynb")
+    broken = nbformat.read(ROOT / "notebooks" / "sd3.ipynb", as_version=4)
+    broken.cells[2].source = "raise RuntimeError('broken on purpose')"
+    nbformat.write(broken, nb_dir / "sd3.ipynb")
+    failed = batch.run_batch(
+        models=["sd3", "pixart"], dtypes=["bf16"], out_dir=str(tmp_path / "out"),
+        notebooks_dir=nb_dir, overrides={**SMALL, "qtypes": ["none"], "fuse_qkv": [False]},
+    )  # fmt: skip
+    assert failed == 1
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "## Pixart - Batch Size: 1, Data Type: bf16" in text and "Sd3" not in text
+
+
+def test_unknown_parameter_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="'stpes'.*valid parameters"):
+        batch.run_batch(models=["pixart"], dtypes=["bf16"], out_dir=str(tmp_path), overrides={"stpes": 3})
+    assert not (tmp_path / "notebooks").exists()
+
+
+def test_papermill_injecting_an_unknown_parameter_fails_at_the_first_cell(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / "pixart.ipynb"), str(tmp_path / "out.ipynb"),
+            parameters={"stpes": 3, "out_dir": str(tmp_path)}, cwd=str(ROOT / "notebooks"),
+            kernel_name="python3", progress_bar=False,
+        )  # fmt: skip
+    assert e.value.ename == "ValueError" and "'stpes'" in e.value.evalue
+    assert not (tmp_path / "results").exists()
+
+
+def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batch_out):
+    from helpers.explore import explorer
+
+    p = P.validate({"model": "sd3", "dtype": "bf16", "out_dir": str(batch_out), **SMALL})
+    rows = grid.grid_records(p)
+    box = explorer(rows, str(batch_out))
+    top, qte, fuse, panes = box.children
+    qtype = top.children[0]
+    qtype.value, fuse.value = "int8", True
+    chosen, base = panes.children
+    chosen_text = " ".join(c.value for c in chosen.children if isinstance(c.value, str))
+    base_text = " ".join(c.value for c in base.children if isinstance(c.value, str))
+    int8 = next(r for r in rows if r.qtype == "int8" and r.fuse_qkv)
+    none = next(r for r in rows if r.qtype == "none" and r.fuse_qkv)
+    assert f"{int8.latency_s:.3f} s" in chosen_text and f"{none.latency_s:.3f} s" in base_text
+    import ipywidgets
+
+    images = [bytes(c.value) for c in chosen.children if isinstance(c, ipywidgets.Image)]
+    assert len(images) == 1 and images[0][:4] == b"\x89PNG"

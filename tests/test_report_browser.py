@@ -1,0 +1,124 @@
+"""report.html as a reader sees it: opened in headless Chromium (Debian's ``chromium`` package).
+
+``make test`` installs that package when it is missing. Without it these tests
+fail under CI (``CI`` set) and are skipped elsewhere.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from helpers import figures, grid, params as P, report
+
+CHROMIUM = "/usr/bin/chromium"
+# The machines are offline: keep Chromium from calling home (and retrying refused connections).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+EVIL_PROMPT = "<script>alert(1)</script> | **x**"
+
+
+def _build_report(out_dir: Path, **kw) -> tuple[list, Path]:
+    p = P.validate(dict(model="pixart", dtype="bf16", qtypes=["none", "int8"], quantize_te=[False],
+                        fuse_qkv=[False], warmup=0, repeats=1, out_dir=str(out_dir), device="cpu", **kw))  # fmt: skip
+    rows = grid.run_grid(p, progress=False)
+    assert rows and all(r.status == "ok" for r in rows), [r.error for r in rows]
+    figures.image_grid(rows, str(out_dir))
+    return rows, report.write_report_html(str(out_dir), [rows])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return _build_report(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def built_evil(tmp_path_factory):
+    return _build_report(tmp_path_factory.mktemp("report-evil"), prompt=EVIL_PROMPT)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        why = f"{CHROMIUM} not found: `make test` installs it (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_report(browser):
+    """open_report(path) -> (page, problems); problems collects console errors, page errors and dialogs."""
+    pages = []
+
+    def _open(path: Path):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        pages.append(page)
+        problems = {"console": [], "pageerror": [], "dialog": []}
+        page.on("console", lambda m: m.type == "error" and problems["console"].append(m.text))
+        page.on("pageerror", lambda e: problems["pageerror"].append(str(e)))
+        page.on("dialog", lambda d: (problems["dialog"].append(d.message), d.dismiss()))
+        page.goto(path.resolve().as_uri(), wait_until="load")
+        return page, problems
+
+    yield _open
+    for page in pages:
+        page.close()
+
+
+def _latencies(page) -> list[float]:
+    col = page.locator("table.sortable thead th").all_inner_texts().index("Latency (s)")
+    return [float(v) for v in page.eval_on_selector_all(
+        "table.sortable tbody tr", f"rows => rows.map(r => r.cells[{col}].dataset.value)")]  # fmt: skip
+
+
+def test_report_renders_images_and_sorts(open_report, built, tmp_path):
+    rows, path = built
+    page, problems = open_report(path)
+
+    widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+    assert widths and all(w > 0 for w in widths), widths
+
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    with Image.open(shot) as image:
+        extrema = image.convert("RGB").getextrema()
+    assert any(lo < hi for lo, hi in extrema), f"blank screenshot: {extrema}"  # more than one colour
+
+    header = page.locator("table.sortable th", has_text=re.compile(r"^Latency \(s\)$"))
+    header.click()
+    ascending = _latencies(page)
+    assert len(ascending) == len(rows) and ascending == sorted(ascending)
+    header.click()
+    assert _latencies(page) == ascending[::-1]
+
+    assert problems == {"console": [], "pageerror": [], "dialog": []}
+
+
+def test_prompt_with_markup_renders_as_text(open_report, built_evil):
+    rows, path = built_evil
+    page, problems = open_report(path)
+    assert problems == {"console": [], "pageerror": [], "dialog": []}  # no alert(1) dialog
+    assert page.locator("script").count() == 1  # the report's own sorting script only
+    assert EVIL_PROMPT in page.evaluate("document.body.innerText")
+
+
+def test_markdown_tables_keep_five_cells_with_markup_prompt(built_evil):
+    rows, _ = built_evil
+    md = report.results_markdown([rows])
+    table_lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert table_lines
+    for line in table_lines:
+        cells = re.split(r"(?<!\\)\|", line)[1:-1]  # unescaped pipes only
+        assert len(cells) == len(report.COLUMNS), line
+    assert "<script>" not in md
