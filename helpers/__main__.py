@@ -31,6 +31,21 @@ def _batch(args) -> int:
     return 1 if failed else 0
 
 
+def _estimate(args) -> int:
+    import json
+
+    from .estimate import format_table, predict_many
+
+    overrides = P.load_params_file(args.params) if args.params else {}
+    jobs = [P.validate({**overrides, "model": m, "dtype": d}) for m in args.model for d in args.dtype]
+    outputs = predict_many(jobs, preset=args.preset)
+    if args.format == "json":
+        print(json.dumps([row for rows in outputs for row in rows], indent=1))
+    else:
+        print("\n\n".join(format_table(rows) for rows in outputs))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--preset", choices=PRESETS, default="tiny")
     b.add_argument("--out", dest="out_dir", default="outputs", help="output folder (default: outputs)")
     b.set_defaults(func=_batch)
+
+    e = sub.add_parser("estimate", help="predict every configuration's memory without weights or a GPU")
+    e.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))
+    e.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES))
+    e.add_argument("--preset", choices=("full", "tiny"), default="full")
+    e.add_argument("--params", help="YAML file: the grid (qtypes, quantize_te, fuse_qkv, batch_sizes, exclude)")
+    e.add_argument("--format", choices=("table", "json"), default="table")
+    e.set_defaults(func=_estimate)
 
     args = parser.parse_args(argv)
     try:

@@ -69,11 +69,14 @@ def export_html(notebook: Path, target: Path) -> None:
 
 def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
     """Image grids, ``RESULTS.md`` and ``report.html`` from the records of these runs."""
+    from .estimate import predicted_gb
+
     sections = [grid_records(run.params) for run in runs]
     for rows in sections:
         if rows:
             image_grid(rows, out_dir)
-    return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections)]
+    predictions = [predicted_gb(run.params) for run in runs]
+    return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions)]
 
 
 def run_batch(
@@ -90,6 +93,11 @@ def run_batch(
 
     start = time.perf_counter()
     runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides)
+    from .estimate import predict_many
+
+    # The full-size predictions first, on every core (the notebooks then find them cached):
+    # nothing is being timed yet, so nothing competes with a measurement.
+    predict_many([run.params for run in runs])
     executed = Path(out_dir) / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     failed = []

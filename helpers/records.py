@@ -7,6 +7,7 @@ and its metrics (units in the field names). Strings and numbers only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -83,10 +84,15 @@ def config_key(config: dict) -> str:
     return json.dumps({name: config[name] for name in CONFIG_FIELDS}, sort_keys=True)
 
 
-def library_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=None)
+def _versions() -> tuple:
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("torch", "diffusers", "transformers", "optimum-quanto")}
+    return tuple((name, version(name)) for name in ("torch", "diffusers", "transformers", "optimum-quanto"))
+
+
+def library_versions() -> dict[str, str]:
+    return dict(_versions())
 
 
 def append(path: str | os.PathLike, record: Record) -> None:

@@ -46,9 +46,28 @@ def sorted_tables(rows: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return by_memory, by_latency
 
 
-def styled_tables(rows: list[Record]):
-    """The two sorted tables as pandas Stylers with captions, for a notebook to display."""
+PREDICTED = "Full-size memory, predicted (GB)"
+
+
+def _predicted(r: Record, predicted: dict | None) -> float | None:
+    if predicted is None:
+        return None
+    return predicted.get((r.qtype, r.quantize_te, r.fuse_qkv, r.batch_size))
+
+
+def styled_tables(rows: list[Record], predicted: dict | None = None):
+    """The two sorted tables as pandas Stylers with captions, for a notebook to display.
+
+    With ``predicted`` (``estimate.predicted_gb``), a column gives each
+    configuration's predicted memory at full size.
+    """
     by_memory, by_latency = sorted_tables(rows)
+    if predicted is not None:
+        ok = [r for r in rows if r.status == "ok"]
+        values = {(r.qtype.upper(), "Yes" if r.quantize_te else "No", "Yes" if r.fuse_qkv else "No"):
+                  _predicted(r, predicted) for r in ok}  # fmt: skip
+        for df in (by_memory, by_latency):
+            df[PREDICTED] = [values[k] for k in zip(df["Quantization"], df["Quantize TE"], df["Fuse QKV"])]
     return [
         df.style.set_caption(caption).format(precision=3).hide(axis="index")
         for df, caption in (
@@ -174,13 +193,16 @@ def _html_cell(value) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
-def _html_table(rows: list[Record]) -> str:
+def _html_table(rows: list[Record], predicted: dict | None) -> str:
     order = sorted(rows, key=lambda r: (r.status != "ok", r.memory_gb if r.memory_gb is not None else 0))
-    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in _HTML_COLUMNS)
+    columns = list(_HTML_COLUMNS)
+    if predicted is not None:
+        columns.insert(4, (PREDICTED, lambda r: _predicted(r, predicted)))
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns)
     body = []
     for r in order:
         css = {"error": "failed", "skipped": "skipped"}.get(r.status, "")
-        cells = "".join(_html_cell(get(r)) for _, get in _HTML_COLUMNS)
+        cells = "".join(_html_cell(get(r)) for _, get in columns)
         body.append(f'<tr class="{css}">{cells}</tr>')
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -204,7 +226,9 @@ def _environment(rows: list[Record]) -> str:
     )
 
 
-def report_html(out_dir: str, sections: list[list[Record]]) -> str:
+def report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None) -> str:
+    """``predictions``, one per section (or ``None``): ``estimate.predicted_gb`` of its model and dtype."""
+    predictions = predictions or [None] * len(sections)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -213,9 +237,11 @@ def report_html(out_dir: str, sections: list[list[Record]]) -> str:
         "<h1>Experiment Results</h1>",
         "<p>What each quantization choice costs (memory, latency) and what it looks like. "
         "Click a column heading to sort. Memory (GB) is what the model holds; peak is the most one "
-        "inference needed on top; latency is the median of the timed runs.</p>",
+        "inference needed on top; latency is the median of the timed runs. "
+        f"<b>{html.escape(PREDICTED)}</b> is not measured: it is what the same configuration of the "
+        "full-size checkpoint will hold, predicted from its architecture (<code>python -m helpers estimate</code>).</p>",
     ]
-    for rows in sections:
+    for rows, predicted in zip(sections, predictions):
         if not rows:
             continue
         model, dtype = rows[0].model, rows[0].dtype
@@ -224,14 +250,14 @@ def report_html(out_dir: str, sections: list[list[Record]]) -> str:
             parts += [
                 f"<h2>{html.escape(title(model))} - Batch Size: {bs}, Data Type: {html.escape(dtype)}</h2>",
                 _environment(sub),
-                _html_table(sub),
+                _html_table(sub, predicted),
                 _embedded_png(image_grid_path(out_dir, model, dtype)),
             ]
     parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts)
 
 
-def write_report_html(out_dir: str, sections: list[list[Record]]) -> Path:
+def write_report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None) -> Path:
     path = Path(out_dir) / "report.html"
-    path.write_text(report_html(out_dir, sections), encoding="utf-8")
+    path.write_text(report_html(out_dir, sections, predictions), encoding="utf-8")
     return path

@@ -1,0 +1,240 @@
+"""Predict ``memory_gb`` of every configuration without weights or an accelerator.
+
+Each component is built on the meta device from its architecture (the full-size
+numbers in ``architectures.py``, or the config files of a saved pipeline such
+as the tiny preset's), given the dtypes ``from_pretrained`` gives its tensors,
+then taken through the very calls of a real run: ``fuse_qkv_projections()``
+and optimum-quanto ``quantize`` + ``freeze`` (``quant.apply_config``). Its bytes
+are counted by ``measure.tensor_bytes``, the function that measures a real run.
+
+What ``from_pretrained(path, dtype=...)`` does to dtypes, reproduced here:
+- parameters and persistent buffers are loaded in ``dtype``;
+- buffers that are not in the checkpoint (non-persistent) keep the dtype the
+  model's ``__init__`` gave them (diffusers: float32, e.g. PixArt's sin-cos
+  position table; transformers: CLIP's int64 ``position_ids``);
+- transformers keeps a class's ``_keep_in_fp32_modules`` in float32 when
+  ``dtype`` is float16 (T5's ``wo`` projections), and its
+  ``_keep_in_fp32_modules_strict`` in float32 for any half dtype;
+- shared weights (T5's ``shared`` / ``encoder.embed_tokens``) stay one tensor.
+The tiny preset's test compares every configuration with a real load, to the byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .measure import GB, tensor_bytes
+from .quant import apply_config, quantize_module
+from .registry import model_spec, torch_dtype
+
+
+@dataclass
+class Component:
+    library: str  # "diffusers" | "transformers"
+    class_name: str
+    config: dict
+
+
+def components_from_folder(path: str | Path) -> dict[str, Component]:
+    """The torch components of a saved pipeline, from its model_index.json and config files."""
+    path = Path(path)
+    index = json.loads((path / "model_index.json").read_text())
+    out = {}
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] not in ("diffusers", "transformers"):
+            continue
+        config_file = path / name / "config.json"
+        if not config_file.is_file():  # tokenizers and schedulers have no config.json
+            continue
+        config = json.loads(config_file.read_text())
+        out[name] = Component(entry[0], entry[1], config)
+    return out
+
+
+def full_components(model: str) -> dict[str, Component]:
+    from .architectures import FULL
+
+    model_spec(model)
+    return {name: Component(*spec) for name, spec in FULL[model].items()}
+
+
+def _fp32_modules(module, dtype) -> set[str]:
+    names = set(getattr(module, "_keep_in_fp32_modules_strict", None) or [])
+    if dtype == torch.float16:
+        names |= set(getattr(module, "_keep_in_fp32_modules", None) or [])
+    return names
+
+
+def build_on_meta(component: Component, dtype: str):
+    """The module ``from_pretrained`` would give, with meta tensors of the right shapes and dtypes."""
+    import diffusers
+    import transformers
+
+    target = torch_dtype(dtype)
+    with torch.device("meta"):
+        if component.library == "diffusers":
+            cls = getattr(diffusers, component.class_name)
+            config = {k: v for k, v in component.config.items() if not k.startswith("_")}
+            module = cls.from_config(config)
+        else:
+            cls = getattr(transformers, component.class_name)
+            config = cls.config_class.from_dict(
+                {k: v for k, v in component.config.items() if k not in ("torch_dtype", "dtype")}
+            )
+            module = cls(config)
+    keep = _fp32_modules(module, target)
+    for name, sub in module.named_modules():
+        keep_this = any(part in keep for part in name.split("."))
+        for pname, p in list(sub.named_parameters(recurse=False)):
+            if p.is_floating_point():
+                p.data = p.data.to(torch.float32 if keep_this else target)
+        for bname, b in list(sub.named_buffers(recurse=False)):
+            if b is not None and b.is_floating_point() and bname not in sub._non_persistent_buffers_set:
+                sub._buffers[bname] = b.to(torch.float32 if keep_this else target)
+    module.eval()
+    return module
+
+
+class _Pipeline:
+    """The attributes ``quant.apply_config`` uses, holding meta-built components."""
+
+    def __init__(self, modules: dict):
+        self.__dict__.update(modules)
+
+
+def estimate(model: str, dtype: str, params: dict, components: dict[str, Component]) -> list[dict]:
+    """One row per configuration of the grid in ``params``: predicted bytes per component and in all.
+
+    A component's bytes depend only on what is done to it (the transformer: qtype
+    and fuse; a text encoder: qtype when ``quantize_te``), so each variant is
+    built and counted once and the configurations add them up.
+    """
+    from .grid import configs
+
+    spec = model_spec(model)
+    cache: dict[tuple, tuple[int, int]] = {}
+
+    def variant(name: str, qtype: str, fuse: bool) -> tuple[int, int]:
+        key = (name, qtype, fuse)
+        if key not in cache:
+            module = build_on_meta(components[name], dtype)
+            params_count = sum(p.numel() for p in module.parameters())
+            pipe = _Pipeline({name: module})
+            if name == "transformer":
+                apply_config(pipe, model, qtype, False, fuse, params["exclude"])
+            elif qtype != "none":
+                quantize_module(module, qtype)
+            cache[key] = (tensor_bytes([module]), params_count)
+            del module, pipe
+        return cache[key]
+
+    rows = []
+    for c in configs(params):
+        parts = {}
+        for name in components:
+            if name == "transformer":
+                parts[name] = variant(name, c.qtype, c.fuse_qkv)
+            elif name in spec.text_encoders and c.quantize_te:
+                parts[name] = variant(name, c.qtype, False)
+            else:
+                parts[name] = variant(name, "none", False)
+        total = sum(b for b, _ in parts.values())
+        rows.append(
+            dict(
+                model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.quantize_te, fuse_qkv=c.fuse_qkv,
+                batch_size=c.batch_size, memory_bytes=total, memory_gb=total / GB,
+                components={n: b for n, (b, _) in parts.items()},
+                parameters={n: p for n, (_, p) in parts.items()},
+            )  # fmt: skip
+        )
+    return rows
+
+
+def components_for(model: str, preset: str) -> dict[str, Component]:
+    """``full``: the shipped full-size architectures; ``tiny``: the saved tiny pipeline's configs."""
+    if preset == "full":
+        return full_components(model)
+    if preset == "tiny":
+        from .pipelines import ensure_tiny
+
+        return components_from_folder(ensure_tiny(model))
+    raise ValueError(f"unknown preset {preset!r} for an estimate; valid choices: full, tiny")
+
+
+def predict(params: dict, preset: str = "full") -> list[dict]:
+    """``estimate`` for the grid of ``params`` (its model and dtype), cached on disk.
+
+    The cache key holds everything the result depends on: the architectures, the
+    grid, ``exclude`` and the library versions.
+    """
+    import hashlib
+
+    from .pipelines import cache_dir
+    from .records import library_versions
+
+    model, dtype = params["model"], params["dtype"]
+    components = components_for(model, preset)
+    grid_keys = ("qtypes", "quantize_te", "fuse_qkv", "batch_sizes", "exclude")
+    key_data = {
+        "components": {n: vars(c) for n, c in components.items()},
+        "dtype": dtype,
+        "grid": {k: params[k] for k in grid_keys},
+        "versions": library_versions(),
+    }
+    digest = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache_dir() / "estimates" / f"{model}_{dtype}_{preset}_{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    rows = estimate(model, dtype, params, components)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(path)
+    return rows
+
+
+def predicted_gb(params: dict) -> dict[tuple, float]:
+    """Full-size predicted memory_gb by (qtype, quantize_te, fuse_qkv, batch_size)."""
+    return {(r["qtype"], r["quantize_te"], r["fuse_qkv"], r["batch_size"]): r["memory_gb"] for r in predict(params)}
+
+
+def format_table(rows: list[dict]) -> str:
+    """The grid's predictions and, below, each component's parameters and bytes (unquantized)."""
+    first = rows[0]
+    names = list(first["components"])
+    head = ["Quantization", "Quantize TE", "Fuse QKV", "Batch", "Memory (GB)"] + [f"{n} (GB)" for n in names]
+    lines = [f"Predicted memory: {first['model']} {first['dtype']} (no weights loaded; GB = bytes / 1024**3)", ""]
+    table = [head] + [
+        [r["qtype"].upper(), "Yes" if r["quantize_te"] else "No", "Yes" if r["fuse_qkv"] else "No",
+         str(r["batch_size"]), f"{r['memory_gb']:.3f}"] + [f"{r['components'][n] / GB:.3f}" for n in names]
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    base = next(r for r in rows if r["qtype"] == "none" and not r["fuse_qkv"])
+    lines += ["", "Components (unquantized, unfused):"]
+    for n in names:
+        lines.append(f"  {n:<16} {base['parameters'][n]:>15,d} parameters  {base['components'][n]:>15,d} bytes")
+    return "\n".join(lines)
+
+
+def _predict_job(job: tuple[dict, str]) -> list[dict]:
+    params, preset = job
+    return predict(params, preset)
+
+
+def predict_many(params_list: list[dict], preset: str = "full") -> list[list[dict]]:
+    """``predict`` for several models / dtypes, one process per CPU core (each is CPU-bound Python)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(len(params_list), os.cpu_count() or 1)
+    if workers <= 1:
+        return [predict(p, preset) for p in params_list]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_predict_job, [(p, preset) for p in params_list]))

@@ -1,0 +1,101 @@
+"""The memory estimate: exact on the tiny preset, the published sizes at full size."""
+
+import json
+
+import pytest
+
+from helpers import params as P
+from helpers.estimate import components_from_folder, estimate, full_components, predict
+from helpers.measure import pipeline_modules, tensor_bytes
+from helpers.pipelines import load_pipeline
+from helpers.quant import apply_config
+
+MODELS = ("pixart", "flux-dev", "sd3")
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("model", MODELS)
+def test_tiny_prediction_equals_a_real_load_to_the_byte(tiny_paths, model, dtype):
+    """Every configuration of the default grid: meta-device prediction == bytes of the loaded,
+    fused and quantized pipeline. Any load-time behaviour not reproduced (dtype kept in
+    float32, non-persistent buffers, tied weights, quanto's layouts) makes this fail."""
+    params = P.validate({"model": model, "dtype": dtype})
+    rows = estimate(model, dtype, params, components_from_folder(tiny_paths[model]))
+    assert len(rows) == 16
+    for row in rows:
+        pipe = load_pipeline(tiny_paths[model], dtype, "cpu")
+        apply_config(pipe, model, row["qtype"], row["quantize_te"], row["fuse_qkv"], [])
+        modules = pipeline_modules(pipe)
+        assert {n: tensor_bytes([m]) for n, m in modules.items()} == row["components"], row
+        assert tensor_bytes(modules.values()) == row["memory_bytes"]
+
+
+def test_exclude_is_part_of_the_prediction(tiny_paths):
+    params = P.validate({"model": "pixart", "qtypes": ["int8"], "quantize_te": [False], "fuse_qkv": [False]})
+    components = components_from_folder(tiny_paths["pixart"])
+    plain = estimate("pixart", "bf16", params, components)[0]
+    kept = estimate("pixart", "bf16", {**params, "exclude": ["proj_out"]}, components)[0]
+    pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
+    apply_config(pipe, "pixart", "int8", False, False, ["proj_out"])
+    assert kept["memory_bytes"] == tensor_bytes(pipeline_modules(pipe).values()) > plain["memory_bytes"]
+
+
+# Published sizes, at the precision their sources give them (tolerance: that rounding).
+PUBLISHED = {
+    # PixArt-Sigma paper (arXiv:2403.04692): "0.6B parameters".
+    ("pixart", "transformer"): (0.6e9, 0.05),
+    # FLUX.1 [dev] model card: "a 12 billion parameter rectified flow transformer".
+    ("flux-dev", "transformer"): (12e9, 0.05),
+    # Stable Diffusion 3 Medium model card: "2 billion parameter" MMDiT.
+    ("sd3", "transformer"): (2e9, 0.05),
+    # SD3 paper (arXiv:2403.03206), text encoders: T5-XXL encoder 4.7B, CLIP-L 123M (CLIP text tower of
+    # ViT-L/14, CLIP paper table), OpenCLIP bigG 695M (OpenCLIP model table: ViT-bigG-14 text 694.7M).
+    ("flux-dev", "text_encoder_2"): (4.7e9, 0.02),
+    ("sd3", "text_encoder_3"): (4.7e9, 0.02),
+    ("pixart", "text_encoder"): (4.7e9, 0.02),
+    ("flux-dev", "text_encoder"): (123e6, 0.01),
+    ("sd3", "text_encoder"): (123e6, 0.01),
+    ("sd3", "text_encoder_2"): (695e6, 0.01),
+    # SDXL / SD3 / FLUX VAEs: 84M (SDXL report, arXiv:2307.01952: "83.7M" for the autoencoder).
+    ("pixart", "vae"): (83.7e6, 0.01),
+    ("flux-dev", "vae"): (83.7e6, 0.01),
+    ("sd3", "vae"): (83.7e6, 0.01),
+}
+
+
+def test_full_size_parameter_counts_match_the_published_sizes(tmp_path, monkeypatch):
+    monkeypatch.setenv("DQB_CACHE", str(tmp_path))
+    counts = {}
+    for model in MODELS:
+        params = P.validate({"model": model, "qtypes": ["none"], "quantize_te": [False], "fuse_qkv": [False]})
+        (row,) = estimate(model, "bf16", params, full_components(model))
+        counts.update({(model, n): c for n, c in row["parameters"].items()})
+        # bf16: two bytes a parameter, nothing kept in float32, one non-persistent float32 buffer at most
+        assert row["memory_bytes"] >= 2 * sum(row["parameters"].values())
+    assert set(counts) == set(PUBLISHED)
+    for key, (published, rel) in PUBLISHED.items():
+        assert counts[key] == pytest.approx(published, rel=rel), key
+
+
+def test_cli_prints_json_with_the_documented_keys(tiny_cache):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "helpers", "estimate", "--model", "sd3", "--dtype", "fp16", "--preset", "tiny",
+         "--format", "json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = json.loads(out.stdout)
+    assert len(rows) == 16
+    keys = {"model", "dtype", "qtype", "quantize_te", "fuse_qkv", "batch_size", "memory_gb", "components"}
+    assert all(keys <= set(r) for r in rows)
+    assert {r["qtype"] for r in rows} == {"none", "int8", "fp8", "int4"}
+
+
+def test_prediction_is_cached_by_everything_it_depends_on(tiny_cache):
+    params = P.validate({"model": "pixart", "qtypes": ["none"], "quantize_te": [False], "fuse_qkv": [False]})
+    first = predict(params, preset="tiny")
+    assert predict(params, preset="tiny") == first
+    other = predict({**params, "qtypes": ["int8"]}, preset="tiny")
+    assert other[0]["memory_bytes"] < first[0]["memory_bytes"]
