@@ -75,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=_estimate)
 
     args = parser.parse_args(argv)
+    from .records import Busy
+
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, Busy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

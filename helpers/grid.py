@@ -125,13 +125,13 @@ def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
     path = results_path(params)
 
     grid = configs(params)
-    done = {
-        r.config_key() for r in records.read(path) if r.status in ("ok", "skipped")
-    }
-    todo = [c for c in grid if _base_key(params, c, checkpoint, device, call) not in done]
-    measure.settle()
-    for config in tqdm(todo, desc=f"{params['model']} {params['dtype']}", disable=not progress):
-        records.append(path, run_config(params, config, checkpoint, device, call))
+    with records.exclusive(path):
+        records.repair(path)
+        done = {r.config_key() for r in records.read(path) if r.status in ("ok", "skipped")}
+        todo = [c for c in grid if _base_key(params, c, checkpoint, device, call) not in done]
+        measure.settle()
+        for config in tqdm(todo, desc=f"{params['model']} {params['dtype']}", disable=not progress):
+            records.append(path, run_config(params, config, checkpoint, device, call))
     return grid_records(params, checkpoint=checkpoint, device=device, call=call)
 
 

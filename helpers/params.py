@@ -123,8 +123,95 @@ def validate(params: dict) -> dict:
     for key in ("steps", "height", "width"):
         if merged[key] is not None and merged[key] < 1:
             raise ValueError(f"parameter {key!r} must be >= 1 or null, got {merged[key]}")
+    _check_size(merged)
+    _check_checkpoint(merged)
     merged["out_dir"] = str(merged["out_dir"])
     return merged
+
+
+# Every pipeline here decodes with a VAE of scale factor 8 and needs whole 2x2 patches (PixArt, SD3) or
+# 2x2 latent packing (FLUX): height and width are multiples of 16. SD3 also has a largest size, its
+# position-embedding table: pos_embed_max_size patches of patch_size latents of 8 px.
+SIZE_MULTIPLE = 16
+
+
+def _max_size(model: str, preset: str) -> int | None:
+    if preset == "tiny":
+        from .tiny import TINY_CONFIGS
+
+        arch = TINY_CONFIGS[model]["transformer"]
+    else:
+        from .architectures import FULL
+
+        arch = FULL[model]["transformer"][2]
+    if "pos_embed_max_size" not in arch:
+        return None
+    return arch["pos_embed_max_size"] * arch["patch_size"] * 8
+
+
+def _check_size(p: dict) -> None:
+    limit = None if p["checkpoint"] else _max_size(p["model"], p["preset"])
+    for key in ("height", "width"):
+        value = p[key]
+        if value is None:
+            continue
+        if value % SIZE_MULTIPLE:
+            raise ValueError(
+                f"parameter {key!r}: {value} px is not accepted by the {p['model']} pipeline; "
+                f"valid values: multiples of {SIZE_MULTIPLE}" + (f" up to {limit}" if limit else "")
+            )
+        if limit and value > limit:
+            raise ValueError(
+                f"parameter {key!r}: {value} px is larger than the {p['model']} {p['preset']} transformer's "
+                f"position embeddings allow; valid values: multiples of {SIZE_MULTIPLE} up to {limit}"
+            )
+
+
+_OFFLINE_HINT = "the tiny preset (preset: tiny) or a local pipeline folder (checkpoint: /path/to/pipeline) works offline"
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", ".", "~")) or text.count("/") != 1 or os.sep != "/" and os.sep in text
+
+
+def _check_checkpoint(p: dict) -> None:
+    """A local folder must exist and hold a pipeline; a hub id needs the hub (or its local cache)."""
+    from .registry import model_spec
+
+    checkpoint = p["checkpoint"]
+    if checkpoint is None:
+        if p["preset"] == "tiny":
+            return
+        checkpoint = model_spec(p["model"]).hub_id
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(f"parameter 'checkpoint': {checkpoint!r} holds no model_index.json (not a diffusers pipeline)")
+        return
+    if _looks_like_path(checkpoint):
+        raise ValueError(f"parameter 'checkpoint': the path {checkpoint!r} does not exist")
+    if not _hub_available(checkpoint):
+        raise ValueError(
+            f"checkpoint {checkpoint!r} is a hub id, the hub cannot be reached from here and the checkpoint is "
+            f"not in the local hub cache; {_OFFLINE_HINT}"
+        )
+
+
+def _hub_available(repo_id: str) -> bool:
+    """In the local hub cache, or the hub answers within 3 s (never when HF_HUB_OFFLINE is set)."""
+    import socket
+
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str):
+        return True
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
 
 
 # Names IPython puts in a notebook's namespace that are not parameters.

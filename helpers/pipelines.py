@@ -84,7 +84,7 @@ def call_settings(params: dict) -> dict:
 
 
 def load_pipeline(checkpoint: str, dtype: str, device: str):
-    """Load through the same call a hub checkpoint uses; safetensors only.
+    """Load through the same call a hub checkpoint uses; safetensors only, never remote code.
 
     Loading logs two warnings that do not apply here (transformers: image
     processors want torchvision, which no pipeline of ours uses; diffusers:
@@ -103,7 +103,9 @@ def load_pipeline(checkpoint: str, dtype: str, device: str):
         lib.logging.disable_progress_bar()
     try:
         # `dtype=` is what diffusers 0.42 calls `torch_dtype=` (deprecated, same meaning).
-        pipe = DiffusionPipeline.from_pretrained(checkpoint, dtype=torch_dtype(dtype), use_safetensors=True)
+        pipe = DiffusionPipeline.from_pretrained(
+            checkpoint, dtype=torch_dtype(dtype), use_safetensors=True, trust_remote_code=False
+        )
         pipe = pipe.to(torch_device(device))
     finally:
         for lib, level, bar in zip((diffusers, transformers), levels, bars):

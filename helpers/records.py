@@ -6,10 +6,12 @@ and its metrics (units in the field names). Strings and numbers only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +98,12 @@ def library_versions() -> dict[str, str]:
 
 
 def append(path: str | os.PathLike, record: Record) -> None:
-    """Append one line and flush it to disk before returning."""
+    """Append one whole line and flush it to disk before returning.
+
+    One ``write`` of one line on a file opened for appending: a process killed
+    at any instant leaves every earlier line intact and at most a torn last one,
+    which ``read`` ignores and ``repair`` removes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
@@ -106,11 +113,72 @@ def append(path: str | os.PathLike, record: Record) -> None:
 
 
 def read(path: str | os.PathLike) -> list[Record]:
-    """Every record in a results file, in the order written (missing file: none)."""
+    """Every record in a results file, in the order written (missing file: none).
+
+    A torn last line (a run killed mid-write) is skipped with a warning; its
+    configuration is then missing and a rerun measures it. A bad line anywhere
+    else means the file was edited or corrupted: that raises.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [Record.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            out.append(Record.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as e:
+            if number == len(lines):  # no newline after it: the last write was cut short
+                warnings.warn(f"{path}: ignoring a torn last line (a run was killed while writing it)")
+                continue
+            raise ValueError(f"{path}:{number}: not a record ({e})") from None
+    return out
+
+
+def repair(path: str | os.PathLike) -> None:
+    """Cut a torn last line off, so the next append starts on a line of its own."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            os.fsync(f.fileno())
+
+
+class Busy(RuntimeError):
+    """Another run holds the results file."""
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike):
+    """Hold ``<path>.lock`` while writing ``path``; a second writer is refused, not interleaved."""
+    import fcntl
+
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise Busy(
+                f"{path} is being written by another run ({holder}); wait for it to finish or use another out_dir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def latest(records: list[Record]) -> list[Record]:
