@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import params as P
-from .figures import image_grid
+from .figures import image_grid, tradeoff_chart
 from .grid import grid_records
 from .registry import DTYPES, MODELS
 from .report import write_report_html, write_results_markdown
@@ -75,6 +75,8 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
     for rows in sections:
         if rows:
             image_grid(rows, out_dir)
+        if any(r.status == "ok" for r in rows):
+            tradeoff_chart(rows, out_dir)
     predictions = [predicted_gb(run.params) for run in runs]
     return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions)]
 

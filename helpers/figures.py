@@ -52,3 +52,58 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     return fig
+
+
+def tradeoff_path(out_dir: str, model: str, dtype: str) -> Path:
+    return Path(out_dir) / "charts" / f"{model}_{dtype}_tradeoff.png"
+
+
+def recommended(rows: list[Record]) -> list[Record]:
+    """The ``ok`` configurations no other beats on both memory and latency, by memory."""
+    from .pareto import pareto_front
+
+    ok = [r for r in rows if r.status == "ok"]
+    front = pareto_front([(r.memory_gb, r.latency_s) for r in ok])
+    return sorted((ok[i] for i in front), key=lambda r: (r.memory_gb, r.latency_s))
+
+
+def tradeoff_chart(rows: list[Record], out_dir: str):
+    """Memory against latency, one point per configuration, coloured by SSIM to the unquantized run;
+    the recommended ones ringed and listed under the axes. Saved as PNG; returns the figure."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    ok = [r for r in rows if r.status == "ok"]
+    if not ok:
+        raise ValueError("no measured configuration to chart")
+    best = recommended(ok)
+    fig = Figure(figsize=(7.5, 5.2))
+    ax = fig.subplots()
+    norm, cmap = Normalize(vmin=min(min(r.ssim for r in ok if r.ssim is not None), 0.9), vmax=1.0), colormaps["viridis"]
+    for r in ok:
+        colour = "lightgrey" if r.ssim is None else cmap(norm(r.ssim))
+        ax.scatter(r.memory_gb, r.latency_s, s=60, color=colour, edgecolors="black" if r in best else "none",
+                   linewidths=2, zorder=3)  # fmt: skip
+        ax.annotate(f"{r.qtype}{'+te' if r.quantize_te else ''}{'+fuse' if r.fuse_qkv else ''}",
+                    (r.memory_gb, r.latency_s), fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    fig.colorbar(cmap_mappable(norm, cmap), ax=ax, label="SSIM to NONE (1 = identical)")
+    first = ok[0]
+    ax.set_xlabel("Memory (GB)")
+    ax.set_ylabel("Latency (s)")
+    ax.set_title(f"{first.model} {first.dtype}: memory vs latency ({first.preset} preset)", fontsize=10)
+    ax.grid(alpha=0.3)
+    names = ", ".join(f"{r.qtype.upper()} (TE {'yes' if r.quantize_te else 'no'}, fuse {'yes' if r.fuse_qkv else 'no'})"
+                      for r in best)  # fmt: skip
+    fig.text(0.01, 0.01, f"Recommended (ringed; nothing beats them on both): {names}", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path = tradeoff_path(out_dir, first.model, first.dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return fig
+
+
+def cmap_mappable(norm, cmap):
+    from matplotlib.cm import ScalarMappable
+
+    return ScalarMappable(norm=norm, cmap=cmap)

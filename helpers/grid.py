@@ -63,41 +63,99 @@ def _base_record(params: dict, config: Config, checkpoint: str, device: str, cal
         height=call["height"],
         width=call["width"],
         guidance_scale=call["guidance_scale"],
-        prompt=params["prompt"],
+        prompts=list(params["prompts"]),
         seed=params["seed"],
         warmup=params["warmup"],
         repeats=params["repeats"],
+        quality_metrics=list(params["quality_metrics"]),
         device_name=measure.device_name(device),
         versions=records.library_versions(),
     )
 
 
-def run_config(params: dict, config: Config, checkpoint: str, device: str, call: dict) -> records.Record:
-    """Load, prepare and measure one configuration; never raises for a failing configuration."""
+def reference_of(config: Config) -> Config:
+    """The unquantized configuration a configuration's fidelity is measured against."""
+    return Config("none", False, config.fuse_qkv, config.batch_size)
+
+
+def _outputs(params: dict, config: Config) -> tuple[list[Path], Path]:
+    """(image per prompt, latents file), relative to out_dir."""
+    folder = f"{params['model']}_{params['dtype']}"
+    images = [
+        Path("images") / folder / (f"{config.slug}.png" if i == 0 else f"{config.slug}_p{i}.png")
+        for i in range(len(params["prompts"]))
+    ]
+    return images, Path("latents") / folder / f"{config.slug}.safetensors"
+
+
+def _load_outputs(params: dict, config: Config):
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    images, latents = _outputs(params, config)
+    out = Path(params["out_dir"])
+    tensors = load_file(out / latents)
+    return [Image.open(out / p).copy() for p in images], [tensors[f"p{i}"] for i in range(len(images))]
+
+
+def run_config(
+    params: dict, config: Config, checkpoint: str, device: str, call: dict, reference_ok: bool = False
+) -> records.Record:
+    """Load, prepare and measure one configuration; never raises for a failing configuration.
+
+    The first prompt is measured (latency, memory); every prompt gives one more
+    fixed-seed image and its final latents, saved, and compared with the
+    reference configuration's when ``reference_ok`` says those are on disk.
+    """
+    from safetensors.torch import save_file
+
+    from . import fidelity
+
     record = _base_record(params, config, checkpoint, device, call)
+    out = Path(params["out_dir"])
     pipe = None
     try:
         pipe = load_pipeline(checkpoint, params["dtype"], device)
         apply_config(pipe, params["model"], config.qtype, config.quantize_te, config.fuse_qkv, params["exclude"])
+        kwargs = {**call, "num_images_per_prompt": config.batch_size}
         m = measure.measure(
             pipe,
-            {**call, "prompt": params["prompt"], "num_images_per_prompt": config.batch_size},
+            {**kwargs, "prompt": params["prompts"][0]},
             device=device,
             warmup=params["warmup"],
             repeats=params["repeats"],
             seed=params["seed"],
         )
-        image_rel = Path("images") / f"{params['model']}_{params['dtype']}" / f"{config.slug}.png"
-        image_abs = Path(params["out_dir"]) / image_rel
-        image_abs.parent.mkdir(parents=True, exist_ok=True)
-        m.image.save(image_abs)
+        images, latents = [m.image], [m.latents]
+        for prompt in params["prompts"][1:]:
+            image, lat = measure.generate(pipe, {**kwargs, "prompt": prompt}, params["seed"])
+            images.append(image)
+            latents.append(lat)
+        image_paths, latents_path = _outputs(params, config)
+        for image, path in zip(images, image_paths):
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
+            image.save(out / path)
+        (out / latents_path).parent.mkdir(parents=True, exist_ok=True)
+        save_file({f"p{i}": t.contiguous() for i, t in enumerate(latents)}, out / latents_path)
         record.memory_bytes = m.memory_bytes
         record.memory_gb = m.memory_gb
         record.peak_memory_gb = m.peak_memory_gb
         record.latency_s = m.latency_s
         record.latency_min_s = m.latency_min_s
         record.latency_max_s = m.latency_max_s
-        record.image_path = image_rel.as_posix()
+        record.image_path = image_paths[0].as_posix()
+        if reference_ok or config == reference_of(config):
+            ref_images, ref_latents = _load_outputs(params, reference_of(config))
+            per_prompt = [
+                {"prompt": prompt, **fidelity.compare(im, ref_im, lat, ref_lat)}
+                for prompt, im, ref_im, lat, ref_lat in zip(params["prompts"], images, ref_images, latents, ref_latents)
+            ]
+            record.fidelity = per_prompt
+            summary = fidelity.summarize(per_prompt)
+            record.psnr_db, record.ssim = summary["psnr_db"], summary["ssim"]
+            record.latent_rel_error, record.identical = summary["latent_rel_error"], summary["identical"]
+        if "clip_score" in params["quality_metrics"] and _clip_available():
+            record.clip_score = fidelity.clip_score(images, params["prompts"], device)
     except Rejected as e:
         record.status, record.error = "skipped", str(e)
     except Exception as e:  # noqa: BLE001 - a failing configuration is recorded, the grid goes on
@@ -109,6 +167,18 @@ def run_config(params: dict, config: Config, checkpoint: str, device: str, call:
         measure.cleanup(device)
     record.timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def _clip_available() -> bool:
+    """CLIP score needs CLIP's weights from the hub; offline it is skipped with one line."""
+    from .fidelity import CLIP_MODEL
+    from .params import _hub_available
+
+    if not hasattr(_clip_available, "answer"):
+        _clip_available.answer = _hub_available(CLIP_MODEL)
+        if not _clip_available.answer:
+            print(f"clip_score skipped: {CLIP_MODEL} is not in the local hub cache and the hub cannot be reached")
+    return _clip_available.answer
 
 
 def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
@@ -127,11 +197,15 @@ def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
     grid = configs(params)
     with records.exclusive(path):
         records.repair(path)
-        done = {r.config_key() for r in records.read(path) if r.status in ("ok", "skipped")}
-        todo = [c for c in grid if _base_key(params, c, checkpoint, device, call) not in done]
+        finished = {r.config_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
+        todo = [c for c in grid if _base_key(params, c, checkpoint, device, call) not in finished]
+        todo.sort(key=lambda c: c != reference_of(c))  # references first: the others compare with them
         measure.settle()
         for config in tqdm(todo, desc=f"{params['model']} {params['dtype']}", disable=not progress):
-            records.append(path, run_config(params, config, checkpoint, device, call))
+            ref = finished.get(_base_key(params, reference_of(config), checkpoint, device, call))
+            record = run_config(params, config, checkpoint, device, call, reference_ok=ref is not None and ref.status == "ok")
+            records.append(path, record)
+            finished[record.config_key()] = record
     return grid_records(params, checkpoint=checkpoint, device=device, call=call)
 
 

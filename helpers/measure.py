@@ -43,6 +43,7 @@ class Measurement:
     memory_gb: float
     peak_memory_gb: float | None
     image: object  # PIL.Image of the fixed-seed call
+    latents: torch.Tensor  # its final latents (float32, CPU)
 
 
 def _plain_tensors(t: torch.Tensor):
@@ -139,6 +140,35 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def generate(pipe, call_kwargs: dict, seed: int):
+    """One untimed call with the fixed seed: (first image, final latents as float32 on the CPU).
+
+    The final latents are taken from the pipeline's own step callback, so the call
+    is the same call as a timed one: ``callback_on_step_end`` (FLUX, SD3) or the
+    older ``callback`` (PixArt-Sigma).
+    """
+    import inspect
+
+    kept = {}
+
+    def keep_new(_pipe, _step, _timestep, tensors):
+        kept["latents"] = tensors["latents"]
+        return {}
+
+    def keep_old(_step, _timestep, latents):
+        kept["latents"] = latents
+
+    accepted = inspect.signature(pipe.__call__).parameters
+    if "callback_on_step_end" in accepted:
+        hook = {"callback_on_step_end": keep_new, "callback_on_step_end_tensor_inputs": ["latents"]}
+    elif "callback" in accepted:
+        hook = {"callback": keep_old, "callback_steps": 1}
+    else:
+        raise TypeError(f"{type(pipe).__name__} offers no step callback to read its final latents from")
+    out = pipe(**call_kwargs, generator=torch.Generator(device="cpu").manual_seed(seed), **hook)
+    return out.images[0], kept["latents"].detach().float().cpu()
+
+
 def measure(pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, seed: int) -> Measurement:
     """Run the protocol above on a prepared pipeline."""
 
@@ -161,14 +191,14 @@ def measure(pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, 
         torch.cuda.empty_cache()
         memory = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        out = call()
+        image, latents = generate(pipe, call_kwargs, seed)
         _sync(device)
         peak = torch.cuda.max_memory_allocated()
     else:
         memory = tensor_bytes(pipeline_modules(pipe).values())
         before = _proc_status("VmRSS")
         can_reset = _reset_cpu_peak() and before is not None
-        out = call()
+        image, latents = generate(pipe, call_kwargs, seed)
         hwm = _proc_status("VmHWM")
         peak = max(hwm - before, 0) if can_reset and hwm is not None else None
 
@@ -180,5 +210,6 @@ def measure(pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, 
         memory_bytes=memory,
         memory_gb=memory / GB,
         peak_memory_gb=None if peak is None else peak / GB,
-        image=out.images[0],
+        image=image,
+        latents=latents,
     )

@@ -32,7 +32,8 @@ DEFAULTS: dict = {
     "height": None,
     "width": None,
     "guidance_scale": None,
-    "prompt": DEFAULT_PROMPT,
+    "prompts": [DEFAULT_PROMPT],  # the first is timed; fidelity is averaged over all
+    "quality_metrics": [],  # optional: clip_score (needs the hub)
     "seed": 0,
     "warmup": 1,
     "repeats": 3,
@@ -62,13 +63,16 @@ _TYPES = {
         "number or null",
         lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
     ),
-    "prompt": ("str", lambda v: isinstance(v, str)),
+    "prompts": ("list of str", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "quality_metrics": ("list of str", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "seed": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "warmup": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "repeats": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "out_dir": ("str", lambda v: isinstance(v, (str, os.PathLike))),
 }
 assert set(_TYPES) == set(DEFAULTS)
+
+QUALITY_METRICS = ("clip_score",)
 
 _CHOICES = {"model": tuple(MODELS), "preset": PRESETS, "device": DEVICES, "dtype": DTYPES}
 
@@ -109,7 +113,12 @@ def validate(params: dict) -> dict:
     for q in merged["qtypes"]:
         if q not in QTYPES:
             raise ValueError(f"parameter 'qtypes': unknown qtype {q!r}; valid choices: {', '.join(QTYPES)}")
-    for key in ("qtypes", "quantize_te", "fuse_qkv", "batch_sizes"):
+    for q in merged["quality_metrics"]:
+        if q not in QUALITY_METRICS:
+            raise ValueError(
+                f"parameter 'quality_metrics': unknown metric {q!r}; valid choices: {', '.join(QUALITY_METRICS)}"
+            )
+    for key in ("qtypes", "quantize_te", "fuse_qkv", "batch_sizes", "prompts"):
         if not merged[key]:
             raise ValueError(f"parameter {key!r} is empty: the grid would have no configuration")
         if len(set(merged[key])) != len(merged[key]):

@@ -21,8 +21,8 @@ STATUSES = ("ok", "error", "skipped")
 # same values measured the same thing.
 CONFIG_FIELDS = (
     "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "fuse_qkv",
-    "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "prompt", "seed",
-    "warmup", "repeats",
+    "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "prompts", "seed",
+    "warmup", "repeats", "quality_metrics",
 )  # fmt: skip
 
 
@@ -43,10 +43,11 @@ class Record:
     height: int
     width: int
     guidance_scale: float
-    prompt: str
+    prompts: list[str]  # the first one is the timed one
     seed: int
     warmup: int
     repeats: int
+    quality_metrics: list[str] = field(default_factory=list)
     # outcome
     status: str = "ok"
     error: str | None = None
@@ -57,7 +58,15 @@ class Record:
     latency_s: float | None = None
     latency_min_s: float | None = None
     latency_max_s: float | None = None
-    image_path: str | None = None  # relative to the results' out_dir
+    image_path: str | None = None  # relative to the results' out_dir (first prompt)
+    # fidelity to the unquantized run (qtype none, quantize_te off, same fuse / batch size / prompts / seed),
+    # averaged over prompts; identical: every prompt's image is bit-identical (psnr_db is then None)
+    psnr_db: float | None = None
+    ssim: float | None = None
+    latent_rel_error: float | None = None
+    identical: bool | None = None
+    fidelity: list[dict] = field(default_factory=list)  # per prompt: prompt, psnr_db, ssim, latent_rel_error, identical
+    clip_score: float | None = None
     # environment
     device_name: str = ""
     versions: dict[str, str] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import image_grid_path
+from .figures import image_grid_path, recommended, tradeoff_path
 from .records import Record
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
@@ -68,6 +68,9 @@ def styled_tables(rows: list[Record], predicted: dict | None = None):
                   _predicted(r, predicted) for r in ok}  # fmt: skip
         for df in (by_memory, by_latency):
             df[PREDICTED] = [values[k] for k in zip(df["Quantization"], df["Quantize TE"], df["Fuse QKV"])]
+    fid = fidelity_table(rows).set_index(["Quantization", "Quantize TE", "Fuse QKV"])
+    by_memory = by_memory.join(fid, on=["Quantization", "Quantize TE", "Fuse QKV"])
+    by_latency = by_latency.join(fid, on=["Quantization", "Quantize TE", "Fuse QKV"])
     return [
         df.style.set_caption(caption).format(precision=3).hide(axis="index")
         for df, caption in (
@@ -75,6 +78,32 @@ def styled_tables(rows: list[Record], predicted: dict | None = None):
             (by_latency, "Sorted by Latency (Ascending)"),
         )
     ]
+
+
+def _psnr(r: Record):
+    return "identical" if r.identical else r.psnr_db
+
+
+def fidelity_table(rows: list[Record]) -> pd.DataFrame:
+    """PSNR (dB) and SSIM of each ``ok`` configuration against NONE (same fuse and batch size), grid order."""
+    ok = [r for r in rows if r.status == "ok"]
+    return pd.DataFrame(
+        {
+            "Quantization": [r.qtype.upper() for r in ok],
+            "Quantize TE": ["Yes" if r.quantize_te else "No" for r in ok],
+            "Fuse QKV": ["Yes" if r.fuse_qkv else "No" for r in ok],
+            "PSNR (dB)": [_psnr(r) if r.ssim is not None else "n/a" for r in ok],
+            "SSIM": [r.ssim if r.ssim is not None else "n/a" for r in ok],
+        }
+    )
+
+
+def recommended_text(rows: list[Record]) -> str:
+    best = recommended(rows)
+    return "; ".join(
+        f"{r.qtype.upper()} / TE {'Yes' if r.quantize_te else 'No'} / Fuse {'Yes' if r.fuse_qkv else 'No'}"
+        for r in best
+    ) or "none measured"
 
 
 def _md_cell(value) -> str:
@@ -118,6 +147,14 @@ def results_markdown(sections: list[list[Record]]) -> str:
                 "### Sorted by Latency (Ascending)",
                 "",
                 markdown_table(by_latency),
+                "",
+                "### Fidelity to NONE",
+                "",
+                markdown_table(fidelity_table(sub)),
+                "",
+                f"![{model} {dtype} Trade-off](charts/{model}_{dtype}_tradeoff.png)",
+                "",
+                f"Recommended (no other configuration uses less memory and less time): {recommended_text(sub)}",
                 "",
             ]
     return "\n".join(out)
@@ -177,6 +214,9 @@ _HTML_COLUMNS = [
     ("Latency min (s)", lambda r: r.latency_min_s),
     ("Latency max (s)", lambda r: r.latency_max_s),
     ("Repeats", lambda r: r.repeats),
+    ("PSNR to NONE (dB)", lambda r: "identical" if r.identical else r.psnr_db),
+    ("SSIM to NONE", lambda r: r.ssim),
+    ("Latent rel. error", lambda r: r.latent_rel_error),
     ("Status", lambda r: r.status),
     ("Reason", lambda r: r.error or ""),
 ]
@@ -222,7 +262,7 @@ def _environment(rows: list[Record]) -> str:
         f"Preset {html.escape(r.preset)}, checkpoint <code>{html.escape(r.checkpoint)}</code>; "
         f"{r.steps} steps at {r.width}&times;{r.height}, guidance {r.guidance_scale}; "
         f"warm-up {r.warmup}, repeats {r.repeats}; seed {r.seed}; "
-        f"prompt &ldquo;{html.escape(r.prompt)}&rdquo;.</p>"
+        f"prompts {', '.join('&ldquo;' + html.escape(p) + '&rdquo;' for p in r.prompts)}.</p>"
     )
 
 
@@ -252,6 +292,10 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
                 _environment(sub),
                 _html_table(sub, predicted),
                 _embedded_png(image_grid_path(out_dir, model, dtype)),
+                "<h3>Trade-off</h3>",
+                _embedded_png(tradeoff_path(out_dir, model, dtype)),
+                f"<p><b>Recommended</b> (no other configuration uses less memory and less time): "
+                f"{html.escape(recommended_text(sub))}</p>",
             ]
     parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts)

@@ -70,6 +70,10 @@ def _parse_results(text: str) -> dict:
             table = current.setdefault("memory", [])
         elif line == "### Sorted by Latency (Ascending)":
             table = current.setdefault("latency", [])
+        elif line == "### Fidelity to NONE":
+            table = current.setdefault("fidelity", [])
+        elif m := re.fullmatch(r"!\[(.+) Trade-off\]\((.+)\)", line):
+            current["chart"] = (m[1], m[2])
         elif line.startswith("|"):
             table.append([c.strip() for c in line.strip("|").split("|")])
     return sections
@@ -94,6 +98,12 @@ def test_results_document_has_the_published_format(batch_out):
             assert values == sorted(values), f"{title} {dtype}: not sorted by {kind}"
             configs = sorted((r[0], r[1], r[2]) for r in rows)
             assert configs == sorted((q.upper(), "No", f) for q in SMALL["qtypes"] for f in ("No", "Yes"))
+        header, _, *rows = s["fidelity"]
+        assert header == ["Quantization", "Quantize TE", "Fuse QKV", "PSNR (dB)", "SSIM"]
+        assert {(r[0], r[3], r[4]) for r in rows if r[0] == "NONE"} == {("NONE", "identical", "1.000")}
+        assert all(re.fullmatch(r"\d+\.\d{3}", r[3]) for r in rows if r[0] != "NONE")
+        assert s["chart"] == (f"{model} {dtype}", f"charts/{model}_{dtype}_tradeoff.png")
+        assert (batch_out / s["chart"][1]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_failing_notebook_does_not_stop_the_batch(tmp_path):

@@ -7,7 +7,7 @@ def _record(**kw):
     base = dict(
         model="pixart", checkpoint="ck", preset="tiny", device="cpu", dtype="bf16", qtype="int8",
         quantize_te=True, fuse_qkv=False, exclude=[], batch_size=1, steps=2, height=64, width=64,
-        guidance_scale=4.5, prompt="p", seed=0, warmup=1, repeats=3,
+        guidance_scale=4.5, prompts=["p"], seed=0, warmup=1, repeats=3,
     )  # fmt: skip
     return records.Record(**{**base, **kw})
 

@@ -38,7 +38,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built_evil(tmp_path_factory):
-    return _build_report(tmp_path_factory.mktemp("report-evil"), prompt=EVIL_PROMPT)
+    return _build_report(tmp_path_factory.mktemp("report-evil"), prompts=[EVIL_PROMPT])
 
 
 @pytest.fixture(scope="module")
