@@ -24,10 +24,11 @@ $(STAMP): requirements.txt pyproject.toml
 test: setup chromium
 	$(PY) -m pytest -q
 
-# The main job on the tiny default: every model's notebook for fp16 and bf16, then outputs/RESULTS.md
-# and outputs/report.html (python -m helpers batch --help for more).
+# The main job on the tiny default: every model's notebook for fp16 and bf16 (quanto, the published grid),
+# then torchao in bf16 beside it; outputs/RESULTS.md and outputs/report.html cover both.
 report: setup
 	$(PY) -m helpers batch
+	$(PY) -m helpers batch --backend torchao --dtypes bf16
 
 clean:
 	rm -rf outputs/results outputs/images

@@ -16,7 +16,8 @@ from pathlib import Path
 from . import params as P
 from .figures import image_grid, tradeoff_chart
 from .grid import grid_records
-from .registry import DTYPES, MODELS
+from .records import section_name
+from .registry import BACKENDS, DTYPES, MODELS
 from .report import write_report_html, write_results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,25 +32,60 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.model}_{self.dtype}"
+        return section_name(self.model, self.dtype, self.params["backend"])
 
 
-def plan(models, dtypes, preset: str, out_dir: str, params_dir: Path, overrides: dict | None = None) -> list[Run]:
+def params_file(params_dir: Path, model: str, backend: str) -> Path:
+    """``params/<model>.yaml`` for quanto (the published grid), ``params/<model>.<backend>.yaml`` otherwise."""
+    return params_dir / (f"{model}.yaml" if backend == "quanto" else f"{model}.{backend}.yaml")
+
+
+def plan(
+    models, dtypes, preset: str, out_dir: str, params_dir: Path, overrides: dict | None = None, backend: str = "quanto"
+) -> list[Run]:
     """Validate every run's parameters before anything executes (papermill only warns)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
     runs = []
     out_dir = str(Path(out_dir).resolve())
     for model in models:
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; valid choices: {', '.join(MODELS)}")
-        from_file = P.load_params_file(params_dir / f"{model}.yaml")
-        if from_file.get("model", model) != model:
-            raise ValueError(f"params/{model}.yaml sets model {from_file['model']!r}; it may only set {model!r}")
+        path = params_file(params_dir, model, backend)
+        from_file = P.load_params_file(path)
+        for key, value in (("model", model), ("backend", backend)):
+            if from_file.get(key, value) != value:
+                raise ValueError(f"{path.name} sets {key} {from_file[key]!r}; it may only set {value!r}")
         for dtype in dtypes:
             if dtype not in DTYPES:
                 raise ValueError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
             injected = {**from_file, **(overrides or {}), "dtype": dtype, "preset": preset, "out_dir": out_dir}
+            if backend != "quanto":
+                injected["backend"] = backend
             runs.append(Run(model, dtype, injected, P.validate({"model": model, **injected})))
     return runs
+
+
+def _update_manifest(out_dir: str, runs: list[Run]) -> list[dict]:
+    """``<out_dir>/sections.json``: the parameters of every section run into this folder.
+
+    The results document covers them all, so a second batch (say, another
+    backend) adds its sections beside the first one's. Published quanto sections
+    first, then each further backend; models and dtypes in registry order.
+    """
+    import json
+
+    path = Path(out_dir) / "sections.json"
+    sections = json.loads(path.read_text()) if path.is_file() else {}
+    for run in runs:
+        sections[run.name] = run.params
+    order = {name: i for i, name in enumerate(MODELS)}
+    ordered = sorted(
+        sections.values(),
+        key=lambda p: (BACKENDS.index(p["backend"]), order[p["model"]], DTYPES.index(p["dtype"])),
+    )
+    path.write_text(json.dumps({section_name(p["model"], p["dtype"], p["backend"]): p for p in ordered}, indent=1))
+    return ordered
 
 
 def export_html(notebook: Path, target: Path) -> None:
@@ -68,16 +104,17 @@ def export_html(notebook: Path, target: Path) -> None:
 
 
 def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
-    """Image grids, ``RESULTS.md`` and ``report.html`` from the records of these runs."""
+    """Image grids, ``RESULTS.md`` and ``report.html`` from the records of every section run here."""
     from .estimate import predicted_gb
 
-    sections = [grid_records(run.params) for run in runs]
+    all_params = _update_manifest(out_dir, runs)
+    sections = [grid_records(p) for p in all_params]
     for rows in sections:
         if rows:
             image_grid(rows, out_dir)
         if any(r.status == "ok" for r in rows):
             tradeoff_chart(rows, out_dir)
-    predictions = [predicted_gb(run.params) for run in runs]
+    predictions = [predicted_gb(p) for p in all_params]
     return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions)]
 
 
@@ -89,17 +126,18 @@ def run_batch(
     params_dir: str | Path = ROOT / "params",
     notebooks_dir: str | Path = ROOT / "notebooks",
     overrides: dict | None = None,
+    backend: str = "quanto",
 ) -> int:
     """Execute, export, document. Returns the number of notebooks that failed."""
     import papermill as pm
 
     start = time.perf_counter()
-    runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides)
+    runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
     from .estimate import predict_many
 
     # The full-size predictions first, on every core (the notebooks then find them cached):
     # nothing is being timed yet, so nothing competes with a measurement.
-    predict_many([run.params for run in runs])
+    predict_many([run.params for run in runs if run.params["backend"] == "quanto"])
     executed = Path(out_dir) / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     failed = []

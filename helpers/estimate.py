@@ -197,8 +197,15 @@ def predict(params: dict, preset: str = "full") -> list[dict]:
     return rows
 
 
-def predicted_gb(params: dict) -> dict[tuple, float]:
-    """Full-size predicted memory_gb by (qtype, quantize_te, fuse_qkv, batch_size)."""
+def predicted_gb(params: dict) -> dict[tuple, float] | None:
+    """Full-size predicted memory_gb by (qtype, quantize_te, fuse_qkv, batch_size).
+
+    ``None`` for torchao and bitsandbytes: the estimate reproduces quanto's path
+    only (their load-time quantization on the meta device is not covered yet).
+    """
+    if params.get("backend", "quanto") != "quanto":
+        print(f"estimate: not available for backend {params['backend']!r} (it covers optimum-quanto only)")
+        return None
     return {(r["qtype"], r["quantize_te"], r["fuse_qkv"], r["batch_size"]): r["memory_gb"] for r in predict(params)}
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .records import Record
+from .records import Record, section_name
 
 
-def image_grid_path(out_dir: str, model: str, dtype: str) -> Path:
-    return Path(out_dir) / "image_grids" / f"{model}_{dtype}_comparison.png"
+def section_of(r: Record) -> str:
+    return section_name(r.model, r.dtype, r.backend)
+
+
+def image_grid_path(out_dir: str, section: str) -> Path:
+    return Path(out_dir) / "image_grids" / f"{section}_comparison.png"
 
 
 def label(r: Record, with_batch: bool = False) -> str:
@@ -46,16 +50,16 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
             ax.text(0.5, 0.5, r.status, ha="center", va="center", fontsize=12)
         ax.set_title(label(r, with_batch), fontsize=9)
     first = rows[0]
-    fig.suptitle(f"{first.model} {first.dtype} ({first.preset} preset)", fontsize=11)
+    fig.suptitle(f"{first.model} {first.dtype}, {first.backend} ({first.preset} preset)", fontsize=11)
     fig.tight_layout()
-    path = image_grid_path(out_dir, first.model, first.dtype)
+    path = image_grid_path(out_dir, section_of(first))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     return fig
 
 
-def tradeoff_path(out_dir: str, model: str, dtype: str) -> Path:
-    return Path(out_dir) / "charts" / f"{model}_{dtype}_tradeoff.png"
+def tradeoff_path(out_dir: str, section: str) -> Path:
+    return Path(out_dir) / "charts" / f"{section}_tradeoff.png"
 
 
 def recommended(rows: list[Record]) -> list[Record]:
@@ -91,13 +95,13 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     first = ok[0]
     ax.set_xlabel("Memory (GB)")
     ax.set_ylabel("Latency (s)")
-    ax.set_title(f"{first.model} {first.dtype}: memory vs latency ({first.preset} preset)", fontsize=10)
+    ax.set_title(f"{first.model} {first.dtype}, {first.backend}: memory vs latency ({first.preset} preset)", fontsize=10)
     ax.grid(alpha=0.3)
     names = ", ".join(f"{r.qtype.upper()} (TE {'yes' if r.quantize_te else 'no'}, fuse {'yes' if r.fuse_qkv else 'no'})"
                       for r in best)  # fmt: skip
     fig.text(0.01, 0.01, f"Recommended (ringed; nothing beats them on both): {names}", fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path = tradeoff_path(out_dir, first.model, first.dtype)
+    path = tradeoff_path(out_dir, section_of(first))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return fig

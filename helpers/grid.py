@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import measure, records
 from .pipelines import call_settings, load_pipeline, resolve_checkpoint
-from .quant import Rejected, apply_config
+from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
 from .registry import torch_device
 
 
@@ -43,8 +43,12 @@ def configs(params: dict) -> list[Config]:
     ]
 
 
+def section_name(params: dict) -> str:
+    return records.section_name(params["model"], params["dtype"], params["backend"])
+
+
 def results_path(params: dict) -> Path:
-    return Path(params["out_dir"]) / "results" / f"{params['model']}_{params['dtype']}.jsonl"
+    return Path(params["out_dir"]) / "results" / f"{section_name(params)}.jsonl"
 
 
 def _base_record(params: dict, config: Config, checkpoint: str, device: str, call: dict) -> records.Record:
@@ -68,6 +72,8 @@ def _base_record(params: dict, config: Config, checkpoint: str, device: str, cal
         warmup=params["warmup"],
         repeats=params["repeats"],
         quality_metrics=list(params["quality_metrics"]),
+        backend=params["backend"],
+        compile=params["compile"],
         device_name=measure.device_name(device),
         versions=records.library_versions(),
     )
@@ -80,7 +86,7 @@ def reference_of(config: Config) -> Config:
 
 def _outputs(params: dict, config: Config) -> tuple[list[Path], Path]:
     """(image per prompt, latents file), relative to out_dir."""
-    folder = f"{params['model']}_{params['dtype']}"
+    folder = section_name(params)
     images = [
         Path("images") / folder / (f"{config.slug}.png" if i == 0 else f"{config.slug}_p{i}.png")
         for i in range(len(params["prompts"]))
@@ -114,9 +120,23 @@ def run_config(
     record = _base_record(params, config, checkpoint, device, call)
     out = Path(params["out_dir"])
     pipe = None
+    backend = params["backend"]
     try:
-        pipe = load_pipeline(checkpoint, params["dtype"], device)
-        apply_config(pipe, params["model"], config.qtype, config.quantize_te, config.fuse_qkv, params["exclude"])
+        reason = unsupported(backend, config.qtype, device)
+        if reason:
+            raise Rejected(reason)
+        try:
+            qconfig = load_config(
+                params["model"], backend, config.qtype, config.quantize_te, params["exclude"], params["dtype"],
+                config.fuse_qkv,
+            )
+            pipe = load_pipeline(checkpoint, params["dtype"], device, quantization_config=qconfig)
+        except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
+            raise Rejected(f"{type(e).__name__}: {e}") from e
+        apply_config(
+            pipe, params["model"], config.qtype, config.quantize_te, config.fuse_qkv, params["exclude"], backend
+        )
+        compile_transformer(pipe, params["compile"])
         kwargs = {**call, "num_images_per_prompt": config.batch_size}
         m = measure.measure(
             pipe,
@@ -125,6 +145,7 @@ def run_config(
             warmup=params["warmup"],
             repeats=params["repeats"],
             seed=params["seed"],
+            compiled=params["compile"] is not False,
         )
         images, latents = [m.image], [m.latents]
         for prompt in params["prompts"][1:]:
@@ -143,6 +164,7 @@ def run_config(
         record.latency_s = m.latency_s
         record.latency_min_s = m.latency_min_s
         record.latency_max_s = m.latency_max_s
+        record.compile_s = m.compile_s
         record.image_path = image_paths[0].as_posix()
         if reference_ok or config == reference_of(config):
             ref_images, ref_latents = _load_outputs(params, reference_of(config))
@@ -201,7 +223,7 @@ def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
         todo = [c for c in grid if _base_key(params, c, checkpoint, device, call) not in finished]
         todo.sort(key=lambda c: c != reference_of(c))  # references first: the others compare with them
         measure.settle()
-        for config in tqdm(todo, desc=f"{params['model']} {params['dtype']}", disable=not progress):
+        for config in tqdm(todo, desc=section_name(params), disable=not progress):
             ref = finished.get(_base_key(params, reference_of(config), checkpoint, device, call))
             record = run_config(params, config, checkpoint, device, call, reference_ok=ref is not None and ref.status == "ok")
             records.append(path, record)

@@ -44,6 +44,7 @@ class Measurement:
     peak_memory_gb: float | None
     image: object  # PIL.Image of the fixed-seed call
     latents: torch.Tensor  # its final latents (float32, CPU)
+    compile_s: float | None = None  # the first call of a compiled model (not a latency sample)
 
 
 def _plain_tensors(t: torch.Tensor):
@@ -109,19 +110,21 @@ def _reset_cpu_peak() -> bool:
 
 
 def settle() -> None:
-    """Once before a grid: collect, then freeze what is alive (the imported libraries).
-
-    Frozen objects are never scanned again, so the collection in ``cleanup``
-    after each configuration looks only at what configurations created (0.2 s
-    a collection otherwise, a third of a tiny configuration's time).
-    """
-    gc.collect()
-    gc.freeze()
+    """Once before a grid: collect, then freeze what is alive (the imported libraries)."""
+    cleanup("cpu")
 
 
 def cleanup(device: str) -> None:
-    """Drop what the last configuration left: Python garbage and the CUDA cache."""
+    """Drop what the last configuration left, then freeze the survivors.
+
+    ``gc.freeze`` moves every object still alive after the collection (modules
+    and caches that libraries import lazily on a first load) out of the
+    collector's view, so the next collection scans only what the next
+    configuration creates: a full collection cost 0.15-0.2 s otherwise, a
+    sixth of a tiny configuration's time.
+    """
     gc.collect()
+    gc.freeze()
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -169,12 +172,26 @@ def generate(pipe, call_kwargs: dict, seed: int):
     return out.images[0], kept["latents"].detach().float().cpu()
 
 
-def measure(pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, seed: int) -> Measurement:
-    """Run the protocol above on a prepared pipeline."""
+def measure(
+    pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, seed: int, compiled: bool = False
+) -> Measurement:
+    """Run the protocol above on a prepared pipeline.
+
+    ``compiled``: the first call (which compiles) is timed on its own as
+    ``compile_s`` before the warm-up, and never counts as a latency sample.
+    """
 
     def call():
         generator = torch.Generator(device="cpu").manual_seed(seed)
         return pipe(**call_kwargs, generator=generator)
+
+    compile_s = None
+    if compiled:
+        _sync(device)
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        compile_s = time.perf_counter() - start
 
     for _ in range(warmup):
         call()
@@ -186,8 +203,8 @@ def measure(pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, 
         _sync(device)
         samples.append(time.perf_counter() - start)
 
-    gc.collect()
     if device == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
         memory = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -212,4 +229,5 @@ def measure(pipe, call_kwargs: dict, *, device: str, warmup: int, repeats: int, 
         peak_memory_gb=None if peak is None else peak / GB,
         image=image,
         latents=latents,
+        compile_s=compile_s,
     )

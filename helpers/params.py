@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .registry import DEVICES, DTYPES, MODELS, PRESETS, QTYPES
+from .registry import BACKEND_QTYPES, BACKENDS, COMPILE_MODES, DEVICES, DTYPES, MODELS, PRESETS
 
 DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
 
@@ -23,7 +23,8 @@ DEFAULTS: dict = {
     "preset": "tiny",
     "device": "auto",
     "dtype": "bf16",
-    "qtypes": ["none", "int8", "fp8", "int4"],
+    "backend": "quanto",  # quanto (the published grid) | torchao | bnb
+    "qtypes": ["none", "int8", "fp8", "int4"],  # not given: every qtype of the backend
     "quantize_te": [False, True],
     "fuse_qkv": [False, True],
     "batch_sizes": [1],
@@ -37,6 +38,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "warmup": 1,
     "repeats": 3,
+    "compile": False,  # false | default | max-autotune: torch.compile of the transformer
     "out_dir": "outputs",
 }
 
@@ -69,12 +71,14 @@ _TYPES = {
     "warmup": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "repeats": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "out_dir": ("str", lambda v: isinstance(v, (str, os.PathLike))),
+    "backend": ("str", lambda v: isinstance(v, str)),
+    "compile": ("false or str", lambda v: v is False or isinstance(v, str)),
 }
 assert set(_TYPES) == set(DEFAULTS)
 
 QUALITY_METRICS = ("clip_score",)
 
-_CHOICES = {"model": tuple(MODELS), "preset": PRESETS, "device": DEVICES, "dtype": DTYPES}
+_CHOICES = {"model": tuple(MODELS), "preset": PRESETS, "device": DEVICES, "dtype": DTYPES, "backend": BACKENDS}
 
 
 def load_params_file(path: str | os.PathLike) -> dict:
@@ -103,6 +107,8 @@ def validate(params: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown parameter {unknown[0]!r}; valid parameters: {', '.join(DEFAULTS)}")
     merged = {**DEFAULTS, **params}
+    if "qtypes" not in params and merged["backend"] in BACKEND_QTYPES:
+        merged["qtypes"] = list(BACKEND_QTYPES[merged["backend"]])
     for key, value in merged.items():
         kind, ok = _TYPES[key]
         if not ok(value):
@@ -110,9 +116,17 @@ def validate(params: dict) -> dict:
     for key, choices in _CHOICES.items():
         if merged[key] not in choices:
             raise ValueError(f"parameter {key!r}: unknown value {merged[key]!r}; valid choices: {', '.join(choices)}")
+    valid = BACKEND_QTYPES[merged["backend"]]
     for q in merged["qtypes"]:
-        if q not in QTYPES:
-            raise ValueError(f"parameter 'qtypes': unknown qtype {q!r}; valid choices: {', '.join(QTYPES)}")
+        if q not in valid:
+            raise ValueError(
+                f"parameter 'qtypes': unknown qtype {q!r} for backend {merged['backend']!r}; "
+                f"valid choices: {', '.join(valid)}"
+            )
+    if merged["compile"] is not False and merged["compile"] not in COMPILE_MODES:
+        raise ValueError(
+            f"parameter 'compile': unknown mode {merged['compile']!r}; valid choices: false, {', '.join(COMPILE_MODES)}"
+        )
     for q in merged["quality_metrics"]:
         if q not in QUALITY_METRICS:
             raise ValueError(

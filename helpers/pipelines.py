@@ -83,7 +83,7 @@ def call_settings(params: dict) -> dict:
     return {**base, **extra}
 
 
-def load_pipeline(checkpoint: str, dtype: str, device: str):
+def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None):
     """Load through the same call a hub checkpoint uses; safetensors only, never remote code.
 
     Loading logs two warnings that do not apply here (transformers: image
@@ -104,7 +104,11 @@ def load_pipeline(checkpoint: str, dtype: str, device: str):
     try:
         # `dtype=` is what diffusers 0.42 calls `torch_dtype=` (deprecated, same meaning).
         pipe = DiffusionPipeline.from_pretrained(
-            checkpoint, dtype=torch_dtype(dtype), use_safetensors=True, trust_remote_code=False
+            checkpoint,
+            dtype=torch_dtype(dtype),
+            use_safetensors=True,
+            trust_remote_code=False,
+            **({"quantization_config": quantization_config} if quantization_config is not None else {}),
         )
         pipe = pipe.to(torch_device(device))
     finally:

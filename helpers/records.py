@@ -22,7 +22,7 @@ STATUSES = ("ok", "error", "skipped")
 CONFIG_FIELDS = (
     "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "fuse_qkv",
     "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "prompts", "seed",
-    "warmup", "repeats", "quality_metrics",
+    "warmup", "repeats", "quality_metrics", "backend", "compile",
 )  # fmt: skip
 
 
@@ -48,6 +48,8 @@ class Record:
     warmup: int
     repeats: int
     quality_metrics: list[str] = field(default_factory=list)
+    backend: str = "quanto"
+    compile: bool | str = False
     # outcome
     status: str = "ok"
     error: str | None = None
@@ -58,6 +60,7 @@ class Record:
     latency_s: float | None = None
     latency_min_s: float | None = None
     latency_max_s: float | None = None
+    compile_s: float | None = None  # first call of the compiled transformer, kept out of latency_s
     image_path: str | None = None  # relative to the results' out_dir (first prompt)
     # fidelity to the unquantized run (qtype none, quantize_te off, same fuse / batch size / prompts / seed),
     # averaged over prompts; identical: every prompt's image is bit-identical (psnr_db is then None)
@@ -89,6 +92,11 @@ class Record:
 
     def config_key(self) -> str:
         return config_key({name: getattr(self, name) for name in CONFIG_FIELDS})
+
+
+def section_name(model: str, dtype: str, backend: str = "quanto") -> str:
+    """``<model>_<dtype>``, plus ``_<backend>`` for any backend but quanto (the published grid)."""
+    return f"{model}_{dtype}" + ("" if backend == "quanto" else f"_{backend}")
 
 
 def config_key(config: dict) -> str:

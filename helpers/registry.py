@@ -63,7 +63,15 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 DTYPES = ("fp16", "bf16")
-QTYPES = ("none", "int8", "fp8", "int4")
+QTYPES = ("none", "int8", "fp8", "int4")  # optimum-quanto's, the published grid
+# Each backend's own quantization names; "none" is the unquantized reference everywhere.
+BACKEND_QTYPES = {
+    "quanto": QTYPES,
+    "torchao": ("none", "int8wo", "int8dq", "fp8wo", "fp8dq", "int4wo"),
+    "bnb": ("none", "nf4", "int8"),
+}
+BACKENDS = tuple(BACKEND_QTYPES)
+COMPILE_MODES = ("default", "max-autotune")  # or false: no torch.compile
 PRESETS = ("tiny", "full")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -111,3 +119,45 @@ def torch_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch sees no CUDA device; valid choices here: auto, cpu")
     return name
+
+
+def _check_backend_qtype(backend: str, qtype: str) -> None:
+    _check("backend", backend, BACKENDS)
+    if qtype not in BACKEND_QTYPES[backend]:
+        raise ValueError(
+            f"unknown qtype {qtype!r} for backend {backend!r}; valid choices: {', '.join(BACKEND_QTYPES[backend])}"
+        )
+
+
+def torchao_config(qtype: str):
+    """torchao's config object for one of its names (``none``: ``None``)."""
+    _check_backend_qtype("torchao", qtype)
+    if qtype == "none":
+        return None
+    from torchao import quantization as q
+
+    return {
+        "int8wo": q.Int8WeightOnlyConfig,
+        "int8dq": q.Int8DynamicActivationInt8WeightConfig,
+        "fp8wo": q.Float8WeightOnlyConfig,
+        "fp8dq": q.Float8DynamicActivationFloat8WeightConfig,
+        "int4wo": q.Int4WeightOnlyConfig,
+    }[qtype]()
+
+
+def quantization_config(backend: str, qtype: str, component_library: str, dtype: str):
+    """diffusers' or transformers' load-time quantization config for one component (``none``: ``None``)."""
+    _check_backend_qtype(backend, qtype)
+    if backend == "quanto" or qtype == "none":
+        return None
+    import diffusers
+    import transformers
+
+    lib = diffusers if component_library == "diffusers" else transformers
+    if backend == "torchao":
+        return lib.TorchAoConfig(torchao_config(qtype))
+    if qtype == "nf4":
+        return lib.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(dtype)
+        )
+    return lib.BitsAndBytesConfig(load_in_8bit=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import image_grid_path, recommended, tradeoff_path
+from .figures import image_grid_path, recommended, section_of, tradeoff_path
 from .records import Record
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
@@ -21,6 +21,12 @@ COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s
 def title(model: str) -> str:
     """``flux-dev`` -> ``Flux-dev``, as the published headings write it."""
     return model[:1].upper() + model[1:]
+
+
+def heading(model: str, batch_size: int, dtype: str, backend: str) -> str:
+    """The published section heading; a backend other than quanto is named after it."""
+    text = f"{title(model)} - Batch Size: {batch_size}, Data Type: {dtype}"
+    return text if backend == "quanto" else f"{text} - Backend: {backend}"
 
 
 def table(rows: list[Record]) -> pd.DataFrame:
@@ -131,14 +137,14 @@ def results_markdown(sections: list[list[Record]]) -> str:
     for rows in sections:
         if not rows:
             continue
-        model, dtype = rows[0].model, rows[0].dtype
+        model, dtype, backend, section = rows[0].model, rows[0].dtype, rows[0].backend, section_of(rows[0])
         for bs in batch_sizes(rows):
             sub = [r for r in rows if r.batch_size == bs]
             by_memory, by_latency = sorted_tables(sub)
             out += [
-                f"## {title(model)} - Batch Size: {bs}, Data Type: {dtype}",
+                f"## {heading(model, bs, dtype, backend)}",
                 "",
-                f"![{model} {dtype} Comparison](image_grids/{model}_{dtype}_comparison.png)",
+                f"![{section.replace('_', ' ')} Comparison](image_grids/{section}_comparison.png)",
                 "",
                 "### Sorted by Memory Usage (Ascending)",
                 "",
@@ -152,7 +158,7 @@ def results_markdown(sections: list[list[Record]]) -> str:
                 "",
                 markdown_table(fidelity_table(sub)),
                 "",
-                f"![{model} {dtype} Trade-off](charts/{model}_{dtype}_tradeoff.png)",
+                f"![{section.replace('_', ' ')} Trade-off](charts/{section}_tradeoff.png)",
                 "",
                 f"Recommended (no other configuration uses less memory and less time): {recommended_text(sub)}",
                 "",
@@ -213,6 +219,7 @@ _HTML_COLUMNS = [
     ("Latency (s)", lambda r: r.latency_s),
     ("Latency min (s)", lambda r: r.latency_min_s),
     ("Latency max (s)", lambda r: r.latency_max_s),
+    ("Compile (s)", lambda r: r.compile_s),
     ("Repeats", lambda r: r.repeats),
     ("PSNR to NONE (dB)", lambda r: "identical" if r.identical else r.psnr_db),
     ("SSIM to NONE", lambda r: r.ssim),
@@ -284,16 +291,16 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
     for rows, predicted in zip(sections, predictions):
         if not rows:
             continue
-        model, dtype = rows[0].model, rows[0].dtype
+        model, dtype, backend, section = rows[0].model, rows[0].dtype, rows[0].backend, section_of(rows[0])
         for bs in batch_sizes(rows):
             sub = [r for r in rows if r.batch_size == bs]
             parts += [
-                f"<h2>{html.escape(title(model))} - Batch Size: {bs}, Data Type: {html.escape(dtype)}</h2>",
+                f"<h2>{html.escape(heading(model, bs, dtype, backend))}</h2>",
                 _environment(sub),
                 _html_table(sub, predicted),
-                _embedded_png(image_grid_path(out_dir, model, dtype)),
+                _embedded_png(image_grid_path(out_dir, section)),
                 "<h3>Trade-off</h3>",
-                _embedded_png(tradeoff_path(out_dir, model, dtype)),
+                _embedded_png(tradeoff_path(out_dir, section)),
                 f"<p><b>Recommended</b> (no other configuration uses less memory and less time): "
                 f"{html.escape(recommended_text(sub))}</p>",
             ]
