@@ -28,7 +28,8 @@ def _batch(args) -> int:
     from .batch import run_batch
 
     failed = run_batch(
-        models=args.models, dtypes=args.dtypes, preset=args.preset, out_dir=args.out_dir, backend=args.backend
+        models=args.models, dtypes=args.dtypes, preset=args.preset, out_dir=args.out_dir, backend=args.backend,
+        overrides={"device": args.device} if args.device else None,
     )
     return 1 if failed else 0
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--dtypes", nargs="+", default=list(DTYPES), help=f"default: {' '.join(DTYPES)}")
     b.add_argument("--preset", choices=PRESETS, default="tiny")
     b.add_argument("--out", dest="out_dir", default="outputs", help="output folder (default: outputs)")
+    b.add_argument("--device", help="auto (default), cpu or cuda")
     b.add_argument("--backend", default="quanto", help="quanto (default), torchao or bnb; params/<model>.<backend>.yaml")
     b.set_defaults(func=_batch)
 

@@ -69,13 +69,18 @@ def _fp32_modules(module, dtype) -> set[str]:
     return names
 
 
-def build_on_meta(component: Component, dtype: str):
-    """The module ``from_pretrained`` would give, with meta tensors of the right shapes and dtypes."""
+def build_on_meta(component: Component, dtype: str, buffers_on_meta: bool = True):
+    """The module ``from_pretrained`` would give, with meta tensors of the right shapes and dtypes.
+
+    ``buffers_on_meta=False`` (the random-full preset) computes the buffers for real,
+    on the CPU, as the model's ``__init__`` does; only the parameters stay on meta.
+    """
     import diffusers
     import transformers
+    from accelerate import init_empty_weights
 
     target = torch_dtype(dtype)
-    with torch.device("meta"):
+    with torch.device("meta") if buffers_on_meta else init_empty_weights(include_buffers=False):
         if component.library == "diffusers":
             cls = getattr(diffusers, component.class_name)
             config = {k: v for k, v in component.config.items() if not k.startswith("_")}
@@ -86,6 +91,10 @@ def build_on_meta(component: Component, dtype: str):
                 {k: v for k, v in component.config.items() if k not in ("torch_dtype", "dtype")}
             )
             module = cls(config)
+    if component.library == "transformers":
+        # from_pretrained ties shared weights (T5's embed_tokens to shared). Under accelerate's
+        # init_empty_weights each registration makes a new meta parameter, so tie again outside it.
+        module.tie_weights()
     keep = _fp32_modules(module, target)
     for name, sub in module.named_modules():
         keep_this = any(part in keep for part in name.split("."))

@@ -130,7 +130,17 @@ def run_config(
                 params["model"], backend, config.qtype, config.quantize_te, params["exclude"], params["dtype"],
                 config.fuse_qkv,
             )
-            pipe = load_pipeline(checkpoint, params["dtype"], device, quantization_config=qconfig)
+            if params["preset"] == "random-full":
+                if qconfig is not None:
+                    raise NotImplementedError("random-full builds its weights in memory; load-time quantization "
+                                              "(torchao, bitsandbytes) needs from_pretrained")  # fmt: skip
+                from .random_full import build
+
+                pipe, record.init_s = measure.timed(
+                    lambda: build(params["model"], params["dtype"], device, params["seed"])
+                )
+            else:
+                pipe = load_pipeline(checkpoint, params["dtype"], device, quantization_config=qconfig)
         except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
             raise Rejected(f"{type(e).__name__}: {e}") from e
         apply_config(

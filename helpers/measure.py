@@ -143,6 +143,13 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def timed(fn):
+    """``(fn(), seconds)``: for one-off costs such as building random weights (not a latency)."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
 def generate(pipe, call_kwargs: dict, seed: int):
     """One untimed call with the fixed seed: (first image, final latents as float32 on the CPU).
 

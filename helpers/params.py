@@ -20,7 +20,7 @@ DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
 DEFAULTS: dict = {
     "model": "pixart",
     "checkpoint": None,  # None: the preset's checkpoint (tiny cache or hub id)
-    "preset": "tiny",
+    "preset": "tiny",  # tiny (offline) | full (hub checkpoint) | random-full (full size, random weights)
     "device": "auto",
     "dtype": "bf16",
     "backend": "quanto",  # quanto (the published grid) | torchao | bnb
@@ -202,8 +202,10 @@ def _check_checkpoint(p: dict) -> None:
     from .registry import model_spec
 
     checkpoint = p["checkpoint"]
+    if p["preset"] == "random-full" and checkpoint is not None:
+        raise ValueError("parameter 'checkpoint' must be null with preset 'random-full' (it builds its weights)")
     if checkpoint is None:
-        if p["preset"] == "tiny":
+        if p["preset"] in ("tiny", "random-full"):
             return
         checkpoint = model_spec(p["model"]).hub_id
     path = Path(checkpoint).expanduser()

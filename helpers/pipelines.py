@@ -56,6 +56,8 @@ def resolve_checkpoint(params: dict) -> str:
         return params["checkpoint"]
     if params["preset"] == "tiny":
         return str(ensure_tiny(params["model"]))
+    if params["preset"] == "random-full":
+        return f"random-full:{params['model']}"  # no files: built in memory (random_full.py)
     return model_spec(params["model"]).hub_id
 
 
@@ -78,6 +80,10 @@ def call_settings(params: dict) -> dict:
     for name, key in (("steps", "num_inference_steps"), ("height", "height"), ("width", "width")):
         if params[name] is not None:
             base[key] = params[name]
+    if params["model"] == "pixart" and (params["height"] is not None or params["width"] is not None):
+        # PixArt-Sigma would otherwise generate at the nearest 1024-px aspect bin and resize: the size asked
+        # for is the size measured.
+        extra["use_resolution_binning"] = False
     if params["guidance_scale"] is not None:
         base["guidance_scale"] = float(params["guidance_scale"])
     return {**base, **extra}

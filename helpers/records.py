@@ -61,6 +61,7 @@ class Record:
     latency_min_s: float | None = None
     latency_max_s: float | None = None
     compile_s: float | None = None  # first call of the compiled transformer, kept out of latency_s
+    init_s: float | None = None  # random-full: building the random weights (not loading time)
     image_path: str | None = None  # relative to the results' out_dir (first prompt)
     # fidelity to the unquantized run (qtype none, quantize_te off, same fuse / batch size / prompts / seed),
     # averaged over prompts; identical: every prompt's image is bit-identical (psnr_db is then None)

@@ -72,7 +72,7 @@ BACKEND_QTYPES = {
 }
 BACKENDS = tuple(BACKEND_QTYPES)
 COMPILE_MODES = ("default", "max-autotune")  # or false: no torch.compile
-PRESETS = ("tiny", "full")
+PRESETS = ("tiny", "full", "random-full")
 DEVICES = ("auto", "cpu", "cuda")
 
 

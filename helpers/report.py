@@ -53,6 +53,7 @@ def sorted_tables(rows: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 PREDICTED = "Full-size memory, predicted (GB)"
+RANDOM_NOTE = "random weights: costs are real, images are noise (fidelity is not meaningful)"
 
 
 def _predicted(r: Record, predicted: dict | None) -> float | None:
@@ -144,6 +145,7 @@ def results_markdown(sections: list[list[Record]]) -> str:
             out += [
                 f"## {heading(model, bs, dtype, backend)}",
                 "",
+                *([f"*{RANDOM_NOTE}*", ""] if rows[0].preset == "random-full" else []),
                 f"![{section.replace('_', ' ')} Comparison](image_grids/{section}_comparison.png)",
                 "",
                 "### Sorted by Memory Usage (Ascending)",
@@ -220,6 +222,7 @@ _HTML_COLUMNS = [
     ("Latency min (s)", lambda r: r.latency_min_s),
     ("Latency max (s)", lambda r: r.latency_max_s),
     ("Compile (s)", lambda r: r.compile_s),
+    ("Init (s)", lambda r: r.init_s),
     ("Repeats", lambda r: r.repeats),
     ("PSNR to NONE (dB)", lambda r: "identical" if r.identical else r.psnr_db),
     ("SSIM to NONE", lambda r: r.ssim),
@@ -296,6 +299,7 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
             sub = [r for r in rows if r.batch_size == bs]
             parts += [
                 f"<h2>{html.escape(heading(model, bs, dtype, backend))}</h2>",
+                f'<p class="env"><b>{RANDOM_NOTE}</b></p>' if rows[0].preset == "random-full" else "",
                 _environment(sub),
                 _html_table(sub, predicted),
                 _embedded_png(image_grid_path(out_dir, section)),

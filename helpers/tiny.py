@@ -299,8 +299,12 @@ def _learn_bpe_merges(words, max_merges: int) -> list[tuple[str, str]]:
     return merges
 
 
-def _clip_tokenizer():
-    """Byte-level BPE CLIP tokenizer: 256 bytes, 256 bytes+'</w>', merges, then the two specials."""
+def _clip_tokenizer(vocab_size: int | None = None):
+    """Byte-level BPE CLIP tokenizer: 256 bytes, 256 bytes+'</w>', merges, then the two specials.
+
+    ``vocab_size`` (the random-full preset: CLIP's real 49408) pads the vocabulary
+    with filler tokens before the specials, so ids span the real embedding table.
+    """
     from transformers import CLIPTokenizer
 
     chars = list(_bytes_to_unicode().values())
@@ -308,6 +312,9 @@ def _clip_tokenizer():
     merges = _learn_bpe_merges([w for w in _WORDS if w.isascii()], max_merges=400)
     for a, b in merges:
         vocab_list.append(a + b)
+    vocab_list = list(dict.fromkeys(vocab_list))
+    if vocab_size is not None:
+        vocab_list += [f"<|filler{i}|>" for i in range(vocab_size - 2 - len(vocab_list))]
     vocab_list += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
     tok = CLIPTokenizer(
@@ -318,8 +325,11 @@ def _clip_tokenizer():
     return tok
 
 
-def _t5_tokenizer():
-    """Unigram T5 tokenizer: <pad>=0, </s>=1, <unk>=2, then pieces (no sentinel extra ids)."""
+def _t5_tokenizer(vocab_size: int | None = None):
+    """Unigram T5 tokenizer: <pad>=0, </s>=1, <unk>=2, then pieces (no sentinel extra ids).
+
+    ``vocab_size`` (the random-full preset: T5's real 32128) pads with filler pieces.
+    """
     from transformers import T5Tokenizer
 
     pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
@@ -336,6 +346,8 @@ def _t5_tokenizer():
         if p not in seen:
             seen.add(p)
             uniq.append((p, s))
+    if vocab_size is not None:
+        uniq += [(f"<filler{i}>", -20.0) for i in range(vocab_size - len(uniq))]
     return T5Tokenizer(vocab=uniq, extra_ids=0, model_max_length=_T5_MAX_LENGTH)
 
 
@@ -412,6 +424,24 @@ def _seeded(seed: int, fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
+def scheduler(model: str):
+    """The checkpoints' own schedulers (their scheduler_config.json values)."""
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+
+    if model == "pixart":
+        return DPMSolverMultistepScheduler(
+            num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+            prediction_type="epsilon", solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
+            lower_order_final=True, timestep_spacing="linspace",
+        )  # fmt: skip
+    if model == "flux-dev":
+        return FlowMatchEulerDiscreteScheduler(
+            num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+            base_image_seq_len=256, max_image_seq_len=4096,
+        )  # fmt: skip
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+
+
 def _build_pipeline(model: str, seed: int, configs: dict[str, dict[str, Any]]):
     import torch
     from diffusers import (
@@ -436,18 +466,7 @@ def _build_pipeline(model: str, seed: int, configs: dict[str, dict[str, Any]]):
                 text_encoder=_seeded(seed, _t5_encoder, configs["text_encoder"], t5_vocab),
                 transformer=_seeded(seed, PixArtTransformer2DModel, **configs["transformer"]),
                 vae=_seeded(seed, _vae, configs["vae"]),
-                scheduler=DPMSolverMultistepScheduler(
-                    num_train_timesteps=1000,
-                    beta_start=0.0001,
-                    beta_end=0.02,
-                    beta_schedule="linear",
-                    prediction_type="epsilon",
-                    solver_order=2,
-                    algorithm_type="dpmsolver++",
-                    solver_type="midpoint",
-                    lower_order_final=True,
-                    timestep_spacing="linspace",
-                ),
+                scheduler=scheduler(model),
             )
             pipe = PixArtSigmaPipeline(**comps)
         elif model == "flux-dev":
@@ -458,15 +477,7 @@ def _build_pipeline(model: str, seed: int, configs: dict[str, dict[str, Any]]):
                 text_encoder_2=_seeded(seed, _t5_encoder, configs["text_encoder_2"], t5_vocab),
                 transformer=_seeded(seed, FluxTransformer2DModel, **configs["transformer"]),
                 vae=_seeded(seed, _vae, configs["vae"]),
-                scheduler=FlowMatchEulerDiscreteScheduler(
-                    num_train_timesteps=1000,
-                    shift=3.0,
-                    use_dynamic_shifting=True,
-                    base_shift=0.5,
-                    max_shift=1.15,
-                    base_image_seq_len=256,
-                    max_image_seq_len=4096,
-                ),
+                scheduler=scheduler(model),
             )
             pipe = FluxPipeline(**comps)
         elif model == "sd3":
@@ -479,7 +490,7 @@ def _build_pipeline(model: str, seed: int, configs: dict[str, dict[str, Any]]):
                 text_encoder_3=_seeded(seed, _t5_encoder, configs["text_encoder_3"], t5_vocab),
                 transformer=_seeded(seed, SD3Transformer2DModel, **configs["transformer"]),
                 vae=_seeded(seed, _vae, configs["vae"]),
-                scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+                scheduler=scheduler(model),
             )
             pipe = StableDiffusion3Pipeline(**comps)
         else:  # pragma: no cover - guarded by build_tiny

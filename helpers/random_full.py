@@ -1,0 +1,63 @@
+"""The ``random-full`` preset: full-size pipelines with random weights, no checkpoint needed.
+
+Latency and memory depend on the architecture, the dtype and the kernels, not on
+the weights' values, so a GPU can be benchmarked at full size without downloading
+(or being granted) a checkpoint. Each component is built from the shipped
+architecture (``architectures.py``) exactly as the memory estimate builds it —
+the dtypes ``from_pretrained`` would give every tensor — with the parameters on
+the meta device; then each parameter is allocated once, directly in its dtype on
+the target device, and filled from a seeded generator (no float32 copy in host
+memory). Buffers the model computes itself (position ids, sin-cos tables) are
+kept as computed. Costs are real; images are noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .estimate import build_on_meta, full_components
+from .registry import model_spec, pipeline_class
+
+INIT_STD = 0.02  # every float parameter ~ N(0, 0.02); integers would be zeros (none here)
+
+
+def materialize(module: torch.nn.Module, device: str, generator: torch.Generator) -> None:
+    """Give every meta parameter real, seeded storage on ``device``; a shared parameter stays shared."""
+    done: dict[int, torch.nn.Parameter] = {}
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is None:
+                continue
+            if id(p) not in done:
+                data = torch.empty(p.shape, dtype=p.dtype, device=device)
+                if data.is_floating_point():
+                    data.normal_(0.0, INIT_STD, generator=generator)
+                else:
+                    data.zero_()
+                done[id(p)] = torch.nn.Parameter(data, requires_grad=False)
+            sub._parameters[name] = done[id(p)]
+        for name, b in list(sub._buffers.items()):
+            if b is not None:
+                sub._buffers[name] = b.to(device)
+
+
+def build(model: str, dtype: str, device: str, seed: int = 0):
+    """The full-size pipeline of ``model`` with seeded random weights, in ``dtype`` on ``device``."""
+    from . import tiny
+
+    spec = model_spec(model)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    modules = {}
+    for name, component in full_components(model).items():
+        module = build_on_meta(component, dtype, buffers_on_meta=False)
+        materialize(module, device, generator)
+        modules[name] = module.eval()
+    t5 = tiny._t5_tokenizer(vocab_size=32128)
+    clip = tiny._clip_tokenizer(vocab_size=49408)
+    tokenizers = {"pixart": {"tokenizer": t5},
+                  "flux-dev": {"tokenizer": clip, "tokenizer_2": t5},
+                  "sd3": {"tokenizer": clip, "tokenizer_2": clip, "tokenizer_3": t5}}[model]  # fmt: skip
+    assert set(spec.text_encoders) <= set(modules)
+    pipe = pipeline_class(model)(**modules, **tokenizers, scheduler=tiny.scheduler(model))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
