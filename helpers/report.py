@@ -29,19 +29,21 @@ def heading(model: str, batch_size: int, dtype: str, backend: str) -> str:
     return text if backend == "quanto" else f"{text} - Backend: {backend}"
 
 
-def table(rows: list[Record]) -> pd.DataFrame:
-    """The published table of the ``ok`` rows, in grid order."""
+def _config_table(rows: list[Record], metrics: dict) -> pd.DataFrame:
+    """The ``ok`` rows in grid order: the three configuration columns, then ``metrics`` (name -> getter)."""
     ok = [r for r in rows if r.status == "ok"]
-    return pd.DataFrame(
-        {
-            "Quantization": [r.qtype.upper() for r in ok],
-            "Quantize TE": ["Yes" if r.quantize_te else "No" for r in ok],
-            "Fuse QKV": ["Yes" if r.fuse_qkv else "No" for r in ok],
-            "Memory (GB)": [r.memory_gb for r in ok],
-            "Latency (s)": [r.latency_s for r in ok],
-        },
-        columns=COLUMNS,
-    )
+    data = {
+        "Quantization": [r.qtype.upper() for r in ok],
+        "Quantize TE": ["Yes" if r.quantize_te else "No" for r in ok],
+        "Fuse QKV": ["Yes" if r.fuse_qkv else "No" for r in ok],
+    }
+    data.update({name: [get(r) for r in ok] for name, get in metrics.items()})
+    return pd.DataFrame(data)
+
+
+def table(rows: list[Record]) -> pd.DataFrame:
+    """The published table: memory and latency of the ``ok`` rows, in grid order."""
+    return _config_table(rows, {"Memory (GB)": lambda r: r.memory_gb, "Latency (s)": lambda r: r.latency_s})
 
 
 def sorted_tables(rows: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -93,15 +95,12 @@ def _psnr(r: Record):
 
 def fidelity_table(rows: list[Record]) -> pd.DataFrame:
     """PSNR (dB) and SSIM of each ``ok`` configuration against NONE (same fuse and batch size), grid order."""
-    ok = [r for r in rows if r.status == "ok"]
-    return pd.DataFrame(
+    return _config_table(
+        rows,
         {
-            "Quantization": [r.qtype.upper() for r in ok],
-            "Quantize TE": ["Yes" if r.quantize_te else "No" for r in ok],
-            "Fuse QKV": ["Yes" if r.fuse_qkv else "No" for r in ok],
-            "PSNR (dB)": [_psnr(r) if r.ssim is not None else "n/a" for r in ok],
-            "SSIM": [r.ssim if r.ssim is not None else "n/a" for r in ok],
-        }
+            "PSNR (dB)": lambda r: _psnr(r) if r.ssim is not None else "n/a",
+            "SSIM": lambda r: r.ssim if r.ssim is not None else "n/a",
+        },
     )
 
 

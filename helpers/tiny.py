@@ -445,8 +445,6 @@ def scheduler(model: str):
 def _build_pipeline(model: str, seed: int, configs: dict[str, dict[str, Any]]):
     import torch
     from diffusers import (
-        DPMSolverMultistepScheduler,
-        FlowMatchEulerDiscreteScheduler,
         FluxPipeline,
         FluxTransformer2DModel,
         PixArtSigmaPipeline,

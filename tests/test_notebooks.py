@@ -1,7 +1,6 @@
 """The notebooks and the batch: papermill runs every notebook; the results document parses back."""
 
 import ast
-import json
 import re
 from pathlib import Path
 
