@@ -9,6 +9,7 @@ carries another's leftovers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import traceback
 from dataclasses import dataclass
@@ -201,16 +202,16 @@ def run_config(
     return record
 
 
+@functools.lru_cache(maxsize=None)
 def _clip_available() -> bool:
-    """CLIP score needs CLIP's weights from the hub; offline it is skipped with one line."""
+    """CLIP score needs CLIP's weights from the hub; offline it is skipped with one line (asked once)."""
     from .fidelity import CLIP_MODEL
-    from .params import _hub_available
+    from .params import hub_available
 
-    if not hasattr(_clip_available, "answer"):
-        _clip_available.answer = _hub_available(CLIP_MODEL)
-        if not _clip_available.answer:
-            print(f"clip_score skipped: {CLIP_MODEL} is not in the local hub cache and the hub cannot be reached")
-    return _clip_available.answer
+    available = hub_available(CLIP_MODEL)
+    if not available:
+        print(f"clip_score skipped: {CLIP_MODEL} is not in the local hub cache and the hub cannot be reached")
+    return available
 
 
 def run_grid(params: dict, progress: bool = True) -> list[records.Record]:

@@ -215,14 +215,14 @@ def _check_checkpoint(p: dict) -> None:
         return
     if _looks_like_path(checkpoint):
         raise ValueError(f"parameter 'checkpoint': the path {checkpoint!r} does not exist")
-    if not _hub_available(checkpoint):
+    if not hub_available(checkpoint):
         raise ValueError(
             f"checkpoint {checkpoint!r} is a hub id, the hub cannot be reached from here and the checkpoint is "
             f"not in the local hub cache; {_OFFLINE_HINT}"
         )
 
 
-def _hub_available(repo_id: str) -> bool:
+def hub_available(repo_id: str) -> bool:
     """In the local hub cache, or the hub answers within 3 s (never when HF_HUB_OFFLINE is set)."""
     import socket
 
