@@ -137,7 +137,7 @@ def run_batch(
 
     # The full-size predictions first, on every core (the notebooks then find them cached):
     # nothing is being timed yet, so nothing competes with a measurement.
-    predict_many([run.params for run in runs if run.params["backend"] == "quanto"])
+    predict_many([run.params for run in runs if run.params["backend"] in ("quanto", "torchao")])
     executed = Path(out_dir) / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     failed = []

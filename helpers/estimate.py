@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .measure import GB, tensor_bytes
-from .quant import apply_config, quantize_module
+from .quant import apply_config, quantize_module, torchao_linears
 from .registry import model_spec, torch_dtype
 
 
@@ -108,6 +108,32 @@ def build_on_meta(component: Component, dtype: str, buffers_on_meta: bool = True
     return module
 
 
+def _torchao_as_transformers_loads(module, qtype: str) -> None:
+    """torchao's ``quantize_`` on the Linears that transformers' own torchao quantizer would convert.
+
+    At load, transformers leaves out the modules its quantizer lists as not to
+    convert (the last module, e.g. CLIP's ``text_projection``; tied and output
+    embeddings; ``_keep_in_fp32_modules`` such as T5's ``wo`` in fp16): its own
+    functions decide here too.
+    """
+    import transformers
+    from torchao.quantization import quantize_
+    from transformers.quantizers.auto import AutoHfQuantizer
+
+    from .registry import torchao_config
+
+    config = torchao_config(qtype)
+    if config is None:
+        return
+    quantizer = AutoHfQuantizer.from_config(transformers.TorchAoConfig(config))
+    quantizer._process_model_before_weight_loading(module)
+    quantize_(module, config, filter_fn=lambda m, name: quantizer.param_needs_quantization(module, f"{name}.weight"))
+
+
+class NotPredicted(Exception):
+    """The estimate does not reproduce this backend or quantization (it says so rather than guess)."""
+
+
 class _Pipeline:
     """The attributes ``quant.apply_config`` uses, holding meta-built components."""
 
@@ -125,6 +151,9 @@ def estimate(model: str, dtype: str, params: dict, components: dict[str, Compone
     from .grid import configs
 
     spec = model_spec(model)
+    backend = params.get("backend", "quanto")
+    if backend not in ("quanto", "torchao"):
+        raise NotPredicted(f"the estimate covers quanto and torchao, not {backend!r}")
     cache: dict[tuple, tuple[int, int]] = {}
 
     def variant(name: str, qtype: str, fuse: bool) -> tuple[int, int]:
@@ -134,8 +163,12 @@ def estimate(model: str, dtype: str, params: dict, components: dict[str, Compone
             params_count = sum(p.numel() for p in module.parameters())
             pipe = _Pipeline({name: module})
             if name == "transformer":
-                apply_config(pipe, model, qtype, False, fuse, params["exclude"])
-            elif qtype != "none":
+                apply_config(pipe, model, qtype, False, fuse, params["exclude"], backend)
+                if backend == "torchao" and not fuse:  # what diffusers' TorchAoConfig does at load
+                    torchao_linears(module, qtype, params["exclude"])
+            elif backend == "torchao":
+                _torchao_as_transformers_loads(module, qtype)
+            else:
                 quantize_module(module, qtype)
             cache[key] = (tensor_bytes([module]), params_count)
             del module, pipe
@@ -144,13 +177,20 @@ def estimate(model: str, dtype: str, params: dict, components: dict[str, Compone
     rows = []
     for c in configs(params):
         parts = {}
-        for name in components:
-            if name == "transformer":
-                parts[name] = variant(name, c.qtype, c.fuse_qkv)
-            elif name in spec.text_encoders and c.quantize_te:
-                parts[name] = variant(name, c.qtype, False)
-            else:
-                parts[name] = variant(name, "none", False)
+        try:
+            for name in components:
+                if name == "transformer":
+                    parts[name] = variant(name, c.qtype, c.fuse_qkv)
+                elif name in spec.text_encoders and c.quantize_te:
+                    parts[name] = variant(name, c.qtype, False)
+                else:
+                    parts[name] = variant(name, "none", False)
+        except Exception as e:  # noqa: BLE001 - e.g. torchao fp8dq / int4wo need CUDA to quantize at all
+            rows.append(dict(model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.quantize_te,
+                             fuse_qkv=c.fuse_qkv, batch_size=c.batch_size, memory_bytes=None, memory_gb=None,
+                             components={}, parameters={},
+                             note=f"not predicted: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))  # fmt: skip
+            continue
         total = sum(b for b, _ in parts.values())
         rows.append(
             dict(
@@ -192,6 +232,7 @@ def predict(params: dict, preset: str = "full") -> list[dict]:
         "components": {n: vars(c) for n, c in components.items()},
         "dtype": dtype,
         "grid": {k: params[k] for k in grid_keys},
+        "backend": params.get("backend", "quanto"),
         "versions": library_versions(),
     }
     digest = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -209,29 +250,37 @@ def predict(params: dict, preset: str = "full") -> list[dict]:
 def predicted_gb(params: dict) -> dict[tuple, float] | None:
     """Full-size predicted memory_gb by (qtype, quantize_te, fuse_qkv, batch_size).
 
-    ``None`` for torchao and bitsandbytes: the estimate reproduces quanto's path
-    only (their load-time quantization on the meta device is not covered yet).
+    ``None`` for bitsandbytes (the estimate says so); a configuration the meta device
+    cannot quantize (torchao fp8dq / int4wo need CUDA) is left out.
     """
-    if params.get("backend", "quanto") != "quanto":
-        print(f"estimate: not available for backend {params['backend']!r} (it covers optimum-quanto only)")
+    try:
+        rows = predict(params)
+    except NotPredicted as e:
+        print(f"estimate: {e}")
         return None
-    return {(r["qtype"], r["quantize_te"], r["fuse_qkv"], r["batch_size"]): r["memory_gb"] for r in predict(params)}
+    return {
+        (r["qtype"], r["quantize_te"], r["fuse_qkv"], r["batch_size"]): r["memory_gb"]
+        for r in rows
+        if r["memory_gb"] is not None
+    }
 
 
 def format_table(rows: list[dict]) -> str:
     """The grid's predictions and, below, each component's parameters and bytes (unquantized)."""
-    first = rows[0]
+    first = next((r for r in rows if r["memory_gb"] is not None), rows[0])
     names = list(first["components"])
     head = ["Quantization", "Quantize TE", "Fuse QKV", "Batch", "Memory (GB)"] + [f"{n} (GB)" for n in names]
     lines = [f"Predicted memory: {first['model']} {first['dtype']} (no weights loaded; GB = bytes / 1024**3)", ""]
     table = [head] + [
         [r["qtype"].upper(), "Yes" if r["quantize_te"] else "No", "Yes" if r["fuse_qkv"] else "No",
-         str(r["batch_size"]), f"{r['memory_gb']:.3f}"] + [f"{r['components'][n] / GB:.3f}" for n in names]
+         str(r["batch_size"]), f"{r['memory_gb']:.3f}" if r["memory_gb"] is not None else "n/a"]
+        + [f"{r['components'][n] / GB:.3f}" if n in r["components"] else "n/a" for n in names]
         for r in rows
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    lines += [f"  {r['qtype'].upper()}: {r['note']}" for r in rows if r.get("note")]
     base = next(r for r in rows if r["qtype"] == "none" and not r["fuse_qkv"])
     lines += ["", "Components (unquantized, unfused):"]
     for n in names:

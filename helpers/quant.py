@@ -52,7 +52,7 @@ def load_config(
     return PipelineQuantizationConfig(quant_mapping=mapping) if mapping else None
 
 
-def _torchao_after_fuse(transformer, qtype: str, exclude: list[str]) -> None:
+def torchao_linears(module, qtype: str, exclude: list[str]) -> None:
     """torchao's ``quantize_`` on every Linear not named in ``exclude`` (diffusers' rule: a substring match)."""
     import torch
     from torchao.quantization import quantize_
@@ -63,7 +63,7 @@ def _torchao_after_fuse(transformer, qtype: str, exclude: list[str]) -> None:
     if config is None:
         return
     quantize_(
-        transformer,
+        module,
         config,
         filter_fn=lambda m, name: isinstance(m, torch.nn.Linear) and not any(e in name for e in exclude),
     )
@@ -96,7 +96,7 @@ def apply_config(
         if fuse_qkv:
             pipe.transformer.fuse_qkv_projections()
             if backend == "torchao":
-                _torchao_after_fuse(pipe.transformer, qtype, exclude)
+                torchao_linears(pipe.transformer, qtype, exclude)
         if backend != "quanto":
             return
         quantize_module(pipe.transformer, qtype, exclude)

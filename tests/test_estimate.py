@@ -99,3 +99,33 @@ def test_prediction_is_cached_by_everything_it_depends_on(tiny_cache):
     assert predict(params, preset="tiny") == first
     other = predict({**params, "qtypes": ["int8"]}, preset="tiny")
     assert other[0]["memory_bytes"] < first[0]["memory_bytes"]
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("model", MODELS)
+def test_tiny_torchao_prediction_equals_a_real_load_to_the_byte(tiny_paths, model, dtype):
+    """torchao quantizes at load through diffusers' and transformers' configs; the estimate runs
+    torchao's quantize_ on the meta device. Equal bytes for every CPU-runnable configuration."""
+    from helpers.quant import load_config
+
+    params = P.validate({"model": model, "backend": "torchao", "qtypes": ["none", "int8wo", "int8dq", "fp8wo"]})
+    rows = estimate(model, dtype, params, components_from_folder(tiny_paths[model]))
+    assert len(rows) == 16
+    for row in rows:
+        config = load_config(model, "torchao", row["qtype"], row["quantize_te"], [], dtype, row["fuse_qkv"])
+        pipe = load_pipeline(tiny_paths[model], dtype, "cpu", quantization_config=config)
+        apply_config(pipe, model, row["qtype"], row["quantize_te"], row["fuse_qkv"], [], "torchao")
+        modules = pipeline_modules(pipe)
+        assert {n: tensor_bytes([m]) for n, m in modules.items()} == row["components"], row
+
+
+def test_the_estimate_says_what_it_cannot_predict(tiny_paths, capsys):
+    from helpers.estimate import predicted_gb
+
+    params = P.validate({"model": "pixart", "backend": "torchao", "qtypes": ["none", "int4wo"],
+                         "quantize_te": [False], "fuse_qkv": [False]})  # fmt: skip
+    rows = estimate("pixart", "bf16", params, components_from_folder(tiny_paths["pixart"]))
+    assert rows[0]["memory_bytes"] > 0
+    assert rows[1]["memory_bytes"] is None and rows[1]["note"].startswith("not predicted: ")
+    assert predicted_gb(P.validate({"model": "pixart", "backend": "bnb"})) is None
+    assert "not 'bnb'" in capsys.readouterr().out
