@@ -22,6 +22,7 @@ The tiny preset's test compares every configuration with a real load, to the byt
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,27 @@ def _torchao_as_transformers_loads(module, qtype: str) -> None:
     quantize_(module, config, filter_fn=lambda m, name: quantizer.param_needs_quantization(module, f"{name}.weight"))
 
 
+def _stored(key: dict, compute) -> tuple[int, int]:
+    """``compute()`` for one component variant, kept on disk under a hash of everything it depends on
+    (the component's architecture, dtype, quantization, fuse, exclude, library versions): the same T5
+    encoder of three pipelines, or an unquantized transformer under two backends, is counted once."""
+    import hashlib
+
+    from .pipelines import cache_dir
+    from .records import library_versions
+
+    text = json.dumps({**key, "versions": library_versions()}, sort_keys=True, default=str)
+    path = cache_dir() / "estimates" / "variants" / (hashlib.sha256(text.encode()).hexdigest()[:24] + ".json")
+    if path.is_file():
+        return tuple(json.loads(path.read_text()))
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(list(value)))
+    tmp.replace(path)
+    return value
+
+
 class NotPredicted(Exception):
     """The estimate does not reproduce this backend or quantization (it says so rather than guess)."""
 
@@ -159,20 +181,27 @@ def estimate(model: str, dtype: str, params: dict, components: dict[str, Compone
     def variant(name: str, qtype: str, fuse: bool) -> tuple[int, int]:
         key = (name, qtype, fuse)
         if key not in cache:
-            module = build_on_meta(components[name], dtype)
-            params_count = sum(p.numel() for p in module.parameters())
-            pipe = _Pipeline({name: module})
-            if name == "transformer":
-                apply_config(pipe, model, qtype, False, fuse, params["exclude"], backend)
-                if backend == "torchao" and not fuse:  # what diffusers' TorchAoConfig does at load
-                    torchao_linears(module, qtype, params["exclude"])
-            elif backend == "torchao":
-                _torchao_as_transformers_loads(module, qtype)
-            else:
-                quantize_module(module, qtype)
-            cache[key] = (tensor_bytes([module]), params_count)
-            del module, pipe
+            cache[key] = _stored(
+                {"component": vars(components[name]), "dtype": dtype, "qtype": qtype, "fuse": fuse,
+                 "backend": backend if qtype != "none" else "-", "transformer": name == "transformer",
+                 "exclude": params["exclude"] if name == "transformer" else []},  # fmt: skip
+                lambda: _count(name, qtype, fuse),
+            )
         return cache[key]
+
+    def _count(name: str, qtype: str, fuse: bool) -> tuple[int, int]:
+        module = build_on_meta(components[name], dtype)
+        params_count = sum(p.numel() for p in module.parameters())
+        pipe = _Pipeline({name: module})
+        if name == "transformer":
+            apply_config(pipe, model, qtype, False, fuse, params["exclude"], backend)
+            if backend == "torchao" and not fuse:  # what diffusers' TorchAoConfig does at load
+                torchao_linears(module, qtype, params["exclude"])
+        elif backend == "torchao":
+            _torchao_as_transformers_loads(module, qtype)
+        else:
+            quantize_module(module, qtype)
+        return tensor_bytes([module]), params_count
 
     rows = []
     for c in configs(params):
