@@ -75,6 +75,7 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     """Memory against latency, one point per configuration, coloured by SSIM to the unquantized run;
     the recommended ones ringed and listed under the axes. Saved as PNG; returns the figure."""
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
@@ -91,7 +92,7 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
                    linewidths=2, zorder=3)  # fmt: skip
         ax.annotate(f"{r.qtype}{'+te' if r.quantize_te else ''}{'+fuse' if r.fuse_qkv else ''}",
                     (r.memory_gb, r.latency_s), fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
-    fig.colorbar(cmap_mappable(norm, cmap), ax=ax, label="SSIM to NONE (1 = identical)")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="SSIM to NONE (1 = identical)")
     first = ok[0]
     ax.set_xlabel("Memory (GB)")
     ax.set_ylabel("Latency (s)")
@@ -105,9 +106,3 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return fig
-
-
-def cmap_mappable(norm, cmap):
-    from matplotlib.cm import ScalarMappable
-
-    return ScalarMappable(norm=norm, cmap=cmap)

@@ -233,7 +233,7 @@ def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
         finished = {r.config_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
         todo = [c for c in grid if _base_key(params, c, checkpoint, device, call) not in finished]
         todo.sort(key=lambda c: c != reference_of(c))  # references first: the others compare with them
-        measure.settle()
+        measure.cleanup(device)  # freeze what the imports left, before the first configuration
         for config in tqdm(todo, desc=section_name(params), disable=not progress):
             ref = finished.get(_base_key(params, reference_of(config), checkpoint, device, call))
             record = run_config(params, config, checkpoint, device, call, reference_ok=ref is not None and ref.status == "ok")

@@ -109,11 +109,6 @@ def _reset_cpu_peak() -> bool:
         return False
 
 
-def settle() -> None:
-    """Once before a grid: collect, then freeze what is alive (the imported libraries)."""
-    cleanup("cpu")
-
-
 def cleanup(device: str) -> None:
     """Drop what the last configuration left, then freeze the survivors.
 
