@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import itertools
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import measure, records
-from .pipelines import call_settings, load_pipeline, resolve_checkpoint
+from .pipelines import call_settings, ensure_tiny, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
 from .registry import torch_device
 
@@ -75,8 +75,6 @@ def _base_record(params: dict, config: Config, checkpoint: str, device: str, cal
         quality_metrics=list(params["quality_metrics"]),
         backend=params["backend"],
         compile=params["compile"],
-        device_name=measure.device_name(device),
-        versions=records.library_versions(),
     )
 
 
@@ -105,21 +103,68 @@ def _load_outputs(params: dict, config: Config):
     return [Image.open(out / p).copy() for p in images], [tensors[f"p{i}"] for i in range(len(images))]
 
 
-def run_config(
-    params: dict, config: Config, checkpoint: str, device: str, call: dict, reference_ok: bool = False
-) -> records.Record:
-    """Load, prepare and measure one configuration; never raises for a failing configuration.
+@dataclass
+class Outcome:
+    """What the process that ran a configuration sends back to the driver, the only writer.
 
-    The first prompt is measured (latency, memory); every prompt gives one more
-    fixed-seed image and its final latents, saved, and compared with the
-    reference configuration's when ``reference_ok`` says those are on disk.
+    Everything travels as bytes, so a worker on another machine needs no file
+    system shared with the driver: the images (PNG) and the final latents
+    (safetensors) the driver then writes under ``out_dir``.
     """
-    from safetensors.torch import save_file
 
-    from . import fidelity
+    record: records.Record
+    images: list[bytes] = field(default_factory=list)  # PNG per prompt
+    latents: bytes | None = None  # safetensors: p0, p1, ... per prompt
+
+
+def _where(device: str) -> dict:
+    """Where a configuration runs: host, process, the GPUs it sees, the device's name, library versions."""
+    import os
+    import socket
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device != "cuda":
+        gpu_ids = []
+    elif visible is not None:
+        gpu_ids = [g for g in visible.split(",") if g]
+    else:
+        import torch
+
+        gpu_ids = [str(torch.cuda.current_device())]
+    return dict(
+        host=socket.gethostname(), pid=os.getpid(), gpu_ids=gpu_ids, device_name=measure.device_name(device),
+        versions=records.library_versions(),
+    )  # fmt: skip
+
+
+def _local_checkpoint(params: dict, checkpoint: str) -> str:
+    """The tiny pipeline on this machine: a worker of another machine builds its own (the same bytes)."""
+    if params["preset"] == "tiny" and not params["checkpoint"] and not Path(checkpoint).is_dir():
+        return str(ensure_tiny(params["model"]))
+    return checkpoint
+
+
+def execute(params: dict, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
+    """Load, prepare and measure one configuration where it runs; never raises for a failing configuration.
+
+    The task body of every executor: it writes nothing. The first prompt is
+    measured (latency, memory); every prompt gives one more fixed-seed image and
+    its final latents, which come back in the ``Outcome``.
+    """
+    outcome, wall_s = measure.timed(lambda: _execute(params, config, checkpoint, device, call))
+    outcome.record.wall_s = wall_s
+    return outcome
+
+
+def _execute(params: dict, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
+    import io
+
+    from safetensors.torch import save
 
     record = _base_record(params, config, checkpoint, device, call)
-    out = Path(params["out_dir"])
+    for key, value in _where(device).items():
+        setattr(record, key, value)
+    outcome = Outcome(record)
     pipe = None
     backend = params["backend"]
     try:
@@ -141,7 +186,8 @@ def run_config(
                     lambda: build(params["model"], params["dtype"], device, params["seed"])
                 )
             else:
-                pipe = load_pipeline(checkpoint, params["dtype"], device, quantization_config=qconfig)
+                path = _local_checkpoint(params, checkpoint)
+                pipe = load_pipeline(path, params["dtype"], device, quantization_config=qconfig)
         except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
             raise Rejected(f"{type(e).__name__}: {e}") from e
         apply_config(
@@ -163,12 +209,11 @@ def run_config(
             image, lat = measure.generate(pipe, {**kwargs, "prompt": prompt}, params["seed"])
             images.append(image)
             latents.append(lat)
-        image_paths, latents_path = _outputs(params, config)
-        for image, path in zip(images, image_paths):
-            (out / path).parent.mkdir(parents=True, exist_ok=True)
-            image.save(out / path)
-        (out / latents_path).parent.mkdir(parents=True, exist_ok=True)
-        save_file({f"p{i}": t.contiguous() for i, t in enumerate(latents)}, out / latents_path)
+        for image in images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="png")
+            outcome.images.append(buffer.getvalue())
+        outcome.latents = save({f"p{i}": t.contiguous() for i, t in enumerate(latents)})
         record.memory_bytes = m.memory_bytes
         record.memory_gb = m.memory_gb
         record.peak_memory_gb = m.peak_memory_gb
@@ -176,19 +221,11 @@ def run_config(
         record.latency_min_s = m.latency_min_s
         record.latency_max_s = m.latency_max_s
         record.compile_s = m.compile_s
-        record.image_path = image_paths[0].as_posix()
-        if reference_ok or config == reference_of(config):
-            ref_images, ref_latents = _load_outputs(params, reference_of(config))
-            per_prompt = [
-                {"prompt": prompt, **fidelity.compare(im, ref_im, lat, ref_lat)}
-                for prompt, im, ref_im, lat, ref_lat in zip(params["prompts"], images, ref_images, latents, ref_latents)
-            ]
-            record.fidelity = per_prompt
-            summary = fidelity.summarize(per_prompt)
-            record.psnr_db, record.ssim = summary["psnr_db"], summary["ssim"]
-            record.latent_rel_error, record.identical = summary["latent_rel_error"], summary["identical"]
+        record.image_path = _outputs(params, config)[0][0].as_posix()
         if "clip_score" in params["quality_metrics"] and _clip_available():
-            record.clip_score = fidelity.clip_score(images, params["prompts"], device)
+            from .fidelity import clip_score
+
+            record.clip_score = clip_score(images, params["prompts"], device)
     except Rejected as e:
         record.status, record.error = "skipped", str(e)
     except Exception as e:  # noqa: BLE001 - a failing configuration is recorded, the grid goes on
@@ -198,7 +235,53 @@ def run_config(
     finally:
         del pipe
         measure.cleanup(device)
-    record.timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record.timestamp = _now()
+    return outcome
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _store(params: dict, config: Config, outcome: Outcome) -> records.Record:
+    """The driver writes a finished configuration's images and latents under ``out_dir``."""
+    record = outcome.record
+    if record.status != "ok":
+        return record
+    out = Path(params["out_dir"])
+    image_paths, latents_path = _outputs(params, config)
+    for data, path in zip(outcome.images, image_paths):
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(data)
+    (out / latents_path).parent.mkdir(parents=True, exist_ok=True)
+    (out / latents_path).write_bytes(outcome.latents)
+    return record
+
+
+def _add_fidelity(params: dict, record: records.Record, config: Config) -> None:
+    """Compare a stored ``ok`` configuration with its stored ``ok`` reference, per prompt."""
+    from . import fidelity
+
+    images, latents = _load_outputs(params, config)
+    ref_images, ref_latents = _load_outputs(params, reference_of(config))
+    per_prompt = [
+        {"prompt": prompt, **fidelity.compare(im, ref_im, lat, ref_lat)}
+        for prompt, im, ref_im, lat, ref_lat in zip(params["prompts"], images, ref_images, latents, ref_latents)
+    ]
+    record.fidelity = per_prompt
+    summary = fidelity.summarize(per_prompt)
+    record.psnr_db, record.ssim = summary["psnr_db"], summary["ssim"]
+    record.latent_rel_error, record.identical = summary["latent_rel_error"], summary["identical"]
+
+
+def _lost(params, config, checkpoint, device, call, lost) -> records.Record:
+    """The record of a configuration whose process died (segfault, OOM kill, lost node)."""
+    record = _base_record(params, config, checkpoint, device, call)
+    record.status, record.error = "error", lost.reason
+    record.executor, record.attempts = "ray", lost.attempts
+    record.node_id = lost.node_id
+    record.versions = {}  # the process that could have said is gone
+    record.timestamp = _now()
     return record
 
 
@@ -217,29 +300,85 @@ def _clip_available() -> bool:
 def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
     """Run every configuration not yet recorded ``ok`` or ``skipped``; return the latest records.
 
-    Records are appended to ``results_path(params)`` as soon as each is measured,
-    so a rerun resumes where the last one stopped.
+    ``executor: inline`` runs them one after another in this process; ``ray``
+    gives each its own Ray worker process (``cluster.py``). Either way this
+    process is the only writer: each record is appended to
+    ``results_path(params)`` as soon as it is complete, so a rerun resumes where
+    the last one stopped. A configuration's record is complete once its
+    reference (the unquantized run, submitted first) is in too, for fidelity.
     """
     from tqdm.auto import tqdm
 
-    device = torch_device(params["device"])
-    checkpoint = resolve_checkpoint(params)
     call = call_settings(params)
     path = results_path(params)
 
     grid = configs(params)
-    with records.exclusive(path):
+    with records.exclusive(path), _executor(params) as executor:
+        device = executor.device(params["device"])
+        checkpoint = resolve_checkpoint(params)
         records.repair(path)
         finished = {r.config_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
-        todo = [c for c in grid if _base_key(params, c, checkpoint, device, call) not in finished]
+
+        def key(config):
+            return _base_key(params, config, checkpoint, device, call)
+
+        todo = [c for c in grid if key(c) not in finished]
         todo.sort(key=lambda c: c != reference_of(c))  # references first: the others compare with them
-        measure.cleanup(device)  # freeze what the imports left, before the first configuration
-        for config in tqdm(todo, desc=section_name(params), disable=not progress):
-            ref = finished.get(_base_key(params, reference_of(config), checkpoint, device, call))
-            record = run_config(params, config, checkpoint, device, call, reference_ok=ref is not None and ref.status == "ok")
+        running = {key(c) for c in todo}
+        waiting: dict[str, list] = {}  # reference key -> (config, record) that wait for it
+
+        def complete(config, record):
+            ref = record if config == reference_of(config) else finished.get(key(reference_of(config)))
+            if record.status == "ok" and ref is not None and ref.status == "ok":
+                _add_fidelity(params, record, config)
             records.append(path, record)
-            finished[record.config_key()] = record
+            finished[key(config)] = record
+            running.discard(key(config))
+            for other in waiting.pop(key(config), []):
+                complete(*other)
+
+        bar = tqdm(total=len(todo), desc=section_name(params), disable=not progress)
+        results = executor.run(todo, execute, (params,), (checkpoint, device, call))
+        for config, outcome in results:
+            bar.update()
+            if isinstance(outcome, Outcome):
+                record = _store(params, config, outcome)
+            else:
+                record = _lost(params, config, checkpoint, device, call, outcome)
+            ref_key = key(reference_of(config))
+            if ref_key != key(config) and ref_key in running:
+                waiting.setdefault(ref_key, []).append((config, record))
+            else:
+                complete(config, record)
+        bar.close()
     return grid_records(params, checkpoint=checkpoint, device=device, call=call)
+
+
+class _Inline:
+    """Every configuration in this process, one after another."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def device(self, name: str) -> str:
+        return torch_device(name)
+
+    def run(self, todo, body, head: tuple, tail: tuple):
+        device = tail[1]
+        measure.cleanup(device)  # freeze what the imports left, before the first configuration
+        for config in todo:
+            yield config, body(*head, config, *tail)
+
+
+def _executor(params: dict):
+    if params["executor"] == "ray":
+        from .cluster import Session
+
+        return Session(params)
+    return _Inline()
 
 
 def _base_key(params, config, checkpoint, device, call) -> str:
@@ -247,10 +386,21 @@ def _base_key(params, config, checkpoint, device, call) -> str:
 
 
 def grid_records(params: dict, checkpoint: str | None = None, device: str | None = None, call: dict | None = None):
-    """The latest record of each configuration of this grid (missing ones left out), in grid order."""
-    device = device or torch_device(params["device"])
+    """The latest record of each configuration of this grid (missing ones left out), in grid order.
+
+    With ``device: auto`` and no ``device`` given, a configuration's record is
+    the one measured on CUDA if there is one, else on the CPU: under Ray the
+    cluster decided, not the machine reading the records.
+    """
     checkpoint = checkpoint or resolve_checkpoint(params)
     call = call or call_settings(params)
+    if device is not None:
+        devices = [device]
+    else:
+        devices = ["cuda", "cpu"] if params["device"] == "auto" else [params["device"]]
     by_key = {r.config_key(): r for r in records.latest(records.read(results_path(params)))}
-    keys = [_base_key(params, c, checkpoint, device, call) for c in configs(params)]
-    return [by_key[k] for k in keys if k in by_key]
+    rows = []
+    for config in configs(params):
+        found = [by_key[k] for k in (_base_key(params, config, checkpoint, d, call) for d in devices) if k in by_key]
+        rows.extend(found[:1])
+    return rows

@@ -138,6 +138,13 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def process_age_s() -> float:
+    """Seconds since this process started: what a fresh worker paid before its first configuration."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 def timed(fn):
     """``(fn(), seconds)``: for one-off costs such as building random weights (not a latency)."""
     start = time.perf_counter()

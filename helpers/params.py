@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .registry import BACKEND_QTYPES, BACKENDS, COMPILE_MODES, DEVICES, DTYPES, MODELS, PRESETS
+from .registry import BACKEND_QTYPES, BACKENDS, COMPILE_MODES, DEVICES, DTYPES, EXECUTORS, MODELS, PRESETS
 
 DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
 
@@ -40,7 +40,14 @@ DEFAULTS: dict = {
     "repeats": 3,
     "compile": False,  # false | default | max-autotune: torch.compile of the transformer
     "out_dir": "outputs",
+    "executor": None,  # inline (in this process) | ray (a fresh Ray worker per configuration); None: by preset
+    "ray_address": None,  # None: an embedded local cluster for this run | "auto" | "host:port" of a running one
+    "ray_resources": None,  # what each configuration's task asks Ray for; None: 1 GPU on CUDA, see cluster.py
 }
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
 
 # name -> (type description, check(value) -> bool)
 _OPT_INT = ("int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)))
@@ -73,6 +80,13 @@ _TYPES = {
     "out_dir": ("str", lambda v: isinstance(v, (str, os.PathLike))),
     "backend": ("str", lambda v: isinstance(v, str)),
     "compile": ("false or str", lambda v: v is False or isinstance(v, str)),
+    "executor": ("str or null", lambda v: v is None or isinstance(v, str)),
+    "ray_address": ("str or null", lambda v: v is None or isinstance(v, str)),
+    "ray_resources": (
+        "mapping of num_cpus / num_gpus to numbers, or null",
+        lambda v: v is None or (isinstance(v, dict) and all(isinstance(x, str) for x in v)
+                                and all(_is_number(x) for x in v.values())),
+    ),
 }
 assert set(_TYPES) == set(DEFAULTS)
 
@@ -123,6 +137,7 @@ def validate(params: dict) -> dict:
                 f"parameter 'qtypes': unknown qtype {q!r} for backend {merged['backend']!r}; "
                 f"valid choices: {', '.join(valid)}"
             )
+    _check_executor(merged)
     if merged["compile"] is not False and merged["compile"] not in COMPILE_MODES:
         raise ValueError(
             f"parameter 'compile': unknown mode {merged['compile']!r}; valid choices: false, {', '.join(COMPILE_MODES)}"
@@ -150,6 +165,30 @@ def validate(params: dict) -> dict:
     _check_checkpoint(merged)
     merged["out_dir"] = str(merged["out_dir"])
     return merged
+
+
+# Ray task resources a params file may set (Ray's own names).
+RAY_RESOURCES = ("num_cpus", "num_gpus")
+
+
+def _check_executor(p: dict) -> None:
+    """``executor`` unset: ``ray`` for the full-size presets or when a Ray setting is given, else ``inline``."""
+    if p["executor"] is None:
+        wants_ray = p["preset"] != "tiny" or p["ray_address"] is not None or p["ray_resources"] is not None
+        p["executor"] = "ray" if wants_ray else "inline"
+    if p["executor"] not in EXECUTORS:
+        raise ValueError(f"parameter 'executor': unknown value {p['executor']!r}; valid choices: {', '.join(EXECUTORS)}")
+    if p["executor"] == "inline":
+        for key in ("ray_address", "ray_resources"):
+            if p[key] is not None:
+                raise ValueError(f"parameter {key!r} needs executor 'ray' (executor is 'inline')")
+    if p["ray_address"] is not None and not p["ray_address"].strip():
+        raise ValueError("parameter 'ray_address' is empty; valid values: null, auto or host:port")
+    for key, value in (p["ray_resources"] or {}).items():
+        if key not in RAY_RESOURCES:
+            raise ValueError(f"parameter 'ray_resources': unknown resource {key!r}; valid choices: {', '.join(RAY_RESOURCES)}")
+        if value < 0:
+            raise ValueError(f"parameter 'ray_resources': {key} must be >= 0, got {value}")
 
 
 # Every pipeline here decodes with a VAE of scale factor 8 and needs whole 2x2 patches (PixArt, SD3) or

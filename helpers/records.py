@@ -62,6 +62,8 @@ class Record:
     latency_max_s: float | None = None
     compile_s: float | None = None  # first call of the compiled transformer, kept out of latency_s
     init_s: float | None = None  # random-full: building the random weights (not loading time)
+    wall_s: float | None = None  # the whole configuration in its process: load, prepare, every call, images
+    worker_start_s: float | None = None  # ray: from the worker process's start to this configuration's start
     image_path: str | None = None  # relative to the results' out_dir (first prompt)
     # fidelity to the unquantized run (qtype none, quantize_te off, same fuse / batch size / prompts / seed),
     # averaged over prompts; identical: every prompt's image is bit-identical (psnr_db is then None)
@@ -71,10 +73,16 @@ class Record:
     identical: bool | None = None
     fidelity: list[dict] = field(default_factory=list)  # per prompt: prompt, psnr_db, ssim, latent_rel_error, identical
     clip_score: float | None = None
-    # environment
+    # environment: what ran it, and where
     device_name: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     timestamp: str = ""
+    executor: str = "inline"  # inline (the driver's own process) | ray (a fresh worker process)
+    host: str = ""
+    pid: int | None = None  # the process that measured it
+    gpu_ids: list = field(default_factory=list)  # the GPU ids the process saw (Ray's assignment under ray)
+    node_id: str | None = None  # ray: the node that ran it
+    attempts: int = 1  # ray: 2 when its node was lost and the configuration ran again
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -104,11 +112,15 @@ def config_key(config: dict) -> str:
     return json.dumps({name: config[name] for name in CONFIG_FIELDS}, sort_keys=True)
 
 
+# Every library whose version can change a figure (or where it was computed).
+VERSIONED = ("torch", "diffusers", "transformers", "optimum-quanto", "torchao", "bitsandbytes", "ray")
+
+
 @functools.lru_cache(maxsize=None)
 def _versions() -> tuple:
     from importlib.metadata import version
 
-    return tuple((name, version(name)) for name in ("torch", "diffusers", "transformers", "optimum-quanto"))
+    return tuple((name, version(name)) for name in VERSIONED)
 
 
 def library_versions() -> dict[str, str]:

@@ -74,6 +74,7 @@ BACKENDS = tuple(BACKEND_QTYPES)
 COMPILE_MODES = ("default", "max-autotune")  # or false: no torch.compile
 PRESETS = ("tiny", "full", "random-full")
 DEVICES = ("auto", "cpu", "cuda")
+EXECUTORS = ("inline", "ray")  # where each configuration runs: this process, or its own Ray worker process
 
 
 def _check(kind: str, name: str, choices) -> None:

@@ -2,6 +2,11 @@ import os
 
 import pytest
 
+from helpers.cluster import LOOPBACK_ENV
+
+# Every Ray cluster a test starts, and every process a test runs, talks over 127.0.0.1 only.
+os.environ.update(LOOPBACK_ENV)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def tiny_cache(tmp_path_factory):

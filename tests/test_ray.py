@@ -1,0 +1,109 @@
+"""The grid on Ray (tiny preset, CPU): one embedded cluster shared by this module's tests."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from helpers import grid, params as P, records
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(qtypes=["none", "int8", "fp8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_paths):
+    import ray
+
+    from helpers.cluster import start_local
+
+    address = start_local(num_cpus=2)
+    yield address
+    ray.shutdown()
+
+
+def _params(tmp_path, **kw):
+    return P.validate({**SMALL, "out_dir": str(tmp_path), **kw})
+
+
+def _workers():
+    """Ray worker processes running a configuration now."""
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "ray::measure_configuration"]
+
+
+def test_ray_gives_the_records_and_images_of_inline(tmp_path, cluster):
+    inline = grid.run_grid(_params(tmp_path / "inline", executor="inline"), progress=False)
+    on_ray = grid.run_grid(_params(tmp_path / "ray", executor="ray"), progress=False)
+    assert [r.status for r in on_ray] == ["ok"] * 3, [r.error for r in on_ray]
+    assert [r.config_key() for r in on_ray] == [r.config_key() for r in inline]
+    assert [r.memory_bytes for r in on_ray] == [r.memory_bytes for r in inline]
+    assert [r.ssim for r in on_ray] == [r.ssim for r in inline] and on_ray[1].ssim is not None
+    for a, b in zip(inline, on_ray):
+        assert (tmp_path / "inline" / a.image_path).read_bytes() == (tmp_path / "ray" / b.image_path).read_bytes()
+    assert {r.executor for r in inline} == {"inline"} and {r.executor for r in on_ray} == {"ray"}
+    pids = {r.pid for r in on_ray}
+    assert len(pids) == 3 and os.getpid() not in pids, "each configuration runs in a fresh worker process"
+    for r in on_ray:
+        assert r.host and r.node_id and r.versions["ray"] and r.wall_s > 0 and r.worker_start_s > 0
+
+
+def test_a_killed_worker_becomes_an_error_record_and_the_grid_goes_on(tmp_path, cluster):
+    killed = []
+
+    def kill_the_first_worker():
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for p in _workers():
+                p.send_signal(signal.SIGKILL)
+                killed.append(p.pid)
+                break
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_first_worker)
+    killer.start()
+    rows = grid.run_grid(_params(tmp_path, executor="ray"), progress=False)
+    killer.join()
+    assert killed, "no worker was seen running"
+    failed = [r for r in rows if r.status == "error"]
+    assert len(failed) == 1 and len(rows) == 3
+    assert "WorkerCrashedError" in failed[0].error and "died" in failed[0].error, failed[0].error
+    assert failed[0].executor == "ray" and failed[0].attempts == 1
+    assert all(r.status == "ok" for r in rows if r is not failed[0])
+    assert len(records.read(grid.results_path(_params(tmp_path)))) == 3
+
+
+def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp_path, cluster):
+    params_file = tmp_path / "p.yaml"
+    params_file.write_text(yaml.safe_dump({**SMALL, "executor": "ray"}))  # ray_address null: its own cluster
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "helpers", "grid", "--model", "pixart", "--dtype", "bf16", "--params",
+           str(params_file), "--out", str(out)]  # fmt: skip
+    results = out / "results" / "pixart_bf16.jsonl"
+    driver = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (results.is_file() and results.read_text().count("\n") >= 1):
+        seen |= {p.pid for p in driver.children(recursive=True)}
+        time.sleep(0.1)
+    seen |= {p.pid for p in driver.children(recursive=True)}
+    assert any(psutil.Process(p).name() == "raylet" for p in seen if psutil.pid_exists(p)), "no cluster of its own"
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=60) != 0
+    written = results.read_text()
+    assert 1 <= written.count("\n") < 3, "the driver was not stopped mid-grid"
+    time.sleep(1)
+    alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [psutil.Process(p).cmdline()[:2] for p in alive]
+
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert results.read_text().startswith(written), "a finished record changed"
+    rows = records.read(results)
+    assert sorted(r.qtype for r in rows) == sorted(SMALL["qtypes"]), "a configuration was doubled or lost"
+    assert all(r.status == "ok" for r in rows)
