@@ -25,8 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m helpers estimate --params params/pixart.torchao.yaml --dtype bf16 --format json > /dev/null
 	touch $(STAMP)
 
+# Every Ray cluster the tests start talks over 127.0.0.1 only and reports nothing (tests/conftest.py sets the same).
+test: export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
+test: export RAY_USAGE_STATS_ENABLED = 0
 test: setup chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The main job on the tiny default: every model's notebook for fp16 and bf16 (quanto, the published grid),
 # then torchao in bf16 beside it; outputs/RESULTS.md and outputs/report.html cover both.

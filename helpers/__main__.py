@@ -6,19 +6,24 @@ import argparse
 import sys
 
 from . import params as P
-from .registry import DTYPES, MODELS, PRESETS
+from .registry import DTYPES, EXECUTORS, MODELS, PRESETS
 
 
 def _grid(args) -> int:
     overrides = P.load_params_file(args.params) if args.params else {}
-    for key in ("model", "dtype", "preset", "out_dir", "device"):
+    for key in ("model", "dtype", "preset", "out_dir", "device", "executor", "ray_address"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
     params = P.validate(overrides)
     from .grid import results_path, run_grid
 
-    rows = run_grid(params)
+    try:
+        rows = run_grid(params)
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished records are in {results_path(params)}; the same command resumes",
+              file=sys.stderr)  # fmt: skip
+        return 130
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "skipped", "error")}
     print(f"{len(rows)} records ({', '.join(f'{n} {s}' for s, n in counts.items())}) in {results_path(params)}")
     return 0 if counts["error"] == 0 else 1
@@ -29,7 +34,7 @@ def _batch(args) -> int:
 
     failed = run_batch(
         models=args.models, dtypes=args.dtypes, preset=args.preset, out_dir=args.out_dir, backend=args.backend,
-        overrides={"device": args.device} if args.device else None,
+        overrides={"device": args.device} if args.device else None, executor=args.executor, address=args.ray_address,
     )
     return 1 if failed else 0
 
@@ -49,6 +54,21 @@ def _estimate(args) -> int:
     return 0
 
 
+def _ray_arguments(parser) -> None:
+    parser.add_argument("--executor", choices=EXECUTORS, help="inline (tiny default) or ray (full-size default)")
+    parser.add_argument("--address", dest="ray_address",
+                        help="a running Ray cluster: auto or host:port (default with ray: a local one for this run)")  # fmt: skip
+
+
+def _bench_executor(args) -> int:
+    from .bench import compare_executors
+
+    overrides = P.load_params_file(args.params) if args.params else {}
+    params = P.validate({**overrides, "model": args.model, "dtype": args.dtype, "executor": "inline"})
+    print(compare_executors(params, args.ray_address))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--device", help="auto (default), cpu or cuda")
     g.add_argument("--params", help="YAML file of parameters that differ from the defaults")
     g.add_argument("--out", dest="out_dir", help="output folder (default: outputs)")
+    _ray_arguments(g)
     g.set_defaults(func=_grid)
 
     b = sub.add_parser("batch", help="execute each model's notebook per dtype with papermill, then the results document")
@@ -69,7 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", dest="out_dir", default="outputs", help="output folder (default: outputs)")
     b.add_argument("--device", help="auto (default), cpu or cuda")
     b.add_argument("--backend", default="quanto", help="quanto (default), torchao or bnb; params/<model>.<backend>.yaml")
+    _ray_arguments(b)
     b.set_defaults(func=_batch)
+
+    x = sub.add_parser("bench-executor", help="run one grid inline and on Ray; print wall time and parallel efficiency")
+    x.add_argument("--model", choices=tuple(MODELS), required=True)
+    x.add_argument("--dtype", choices=DTYPES, required=True)
+    x.add_argument("--params", help="YAML file of parameters that differ from the defaults")
+    x.add_argument("--address", dest="ray_address", help="join this Ray cluster (default: start a local one)")
+    x.set_defaults(func=_bench_executor)
 
     e = sub.add_parser("estimate", help="predict every configuration's memory without weights or a GPU")
     e.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))

@@ -9,6 +9,7 @@ built from the records. A notebook that fails does not stop the others.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,11 +128,23 @@ def run_batch(
     notebooks_dir: str | Path = ROOT / "notebooks",
     overrides: dict | None = None,
     backend: str = "quanto",
+    executor: str | None = None,
+    address: str | None = None,
 ) -> int:
-    """Execute, export, document. Returns the number of notebooks that failed."""
-    import papermill as pm
+    """Execute, export, document. Returns the number of notebooks that failed.
 
+    Inline, the notebooks run one after another. On Ray, every notebook runs at
+    once, each kernel the driver (and only writer) of its own section, all on
+    one cluster: this one's when ``address`` is given, else a local one started
+    for the batch. Ray then holds every section's configurations in one queue,
+    so the next section's do not wait for the previous section's last one.
+    """
     start = time.perf_counter()
+    overrides = dict(overrides or {})
+    if executor is not None:
+        overrides["executor"] = executor
+    if address is not None:
+        overrides["ray_address"] = address
     runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
     from .estimate import predict_many
 
@@ -140,27 +153,62 @@ def run_batch(
     predict_many([run.params for run in runs if run.params["backend"] in ("quanto", "torchao")])
     executed = Path(out_dir) / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for run in runs:
-        target = executed / f"{run.name}.ipynb"
-        print(f"[batch] {run.name}: executing {run.model}.ipynb", flush=True)
-        try:
-            pm.execute_notebook(
-                str(Path(notebooks_dir) / f"{run.model}.ipynb"),
-                str(target),
-                parameters=run.injected,
-                cwd=str(notebooks_dir),
-                kernel_name="python3",
-                progress_bar=False,
-            )
-        except Exception as e:  # noqa: BLE001 - one failing notebook does not stop the others
-            failed.append(run.name)
-            print(f"[batch] {run.name}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}", flush=True)
-        if target.is_file():
-            export_html(target, target.with_suffix(".html"))
+    on_ray = [run for run in runs if run.params["executor"] == "ray"]
+    with _shared_cluster(on_ray):
+        if on_ray:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+                failed = [name for name in pool.map(lambda run: _execute(run, notebooks_dir, executed), runs) if name]
+        else:
+            failed = [name for name in (_execute(run, notebooks_dir, executed) for run in runs) if name]
     for path in build_documents(runs, out_dir):
         print(f"[batch] wrote {path}")
     print(f"[batch] {len(runs)} notebooks, {len(failed)} failed; wall time {time.perf_counter() - start:.1f} s")
     if failed:
         print(f"[batch] failed notebooks: {', '.join(failed)}")
     return len(failed)
+
+
+@contextlib.contextmanager
+def _shared_cluster(runs: list[Run]):
+    """Runs on Ray without an address share one local cluster, started here and stopped at the end."""
+    local = [run for run in runs if run.params["ray_address"] is None]
+    if not local:
+        yield
+        return
+    import ray
+
+    from .cluster import start_local
+
+    address = start_local()
+    try:
+        for run in local:
+            run.injected["ray_address"] = address
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _execute(run: Run, notebooks_dir, executed: Path) -> str | None:
+    """papermill, then nbconvert, for one run; returns its name if it failed."""
+    import papermill as pm
+
+    target = executed / f"{run.name}.ipynb"
+    print(f"[batch] {run.name}: executing {run.model}.ipynb", flush=True)
+    failed = None
+    try:
+        pm.execute_notebook(
+            str(Path(notebooks_dir) / f"{run.model}.ipynb"),
+            str(target),
+            parameters=run.injected,
+            cwd=str(notebooks_dir),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    except Exception as e:  # noqa: BLE001 - one failing notebook does not stop the others
+        failed = run.name
+        print(f"[batch] {run.name}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}", flush=True)
+    if target.is_file():
+        export_html(target, target.with_suffix(".html"))
+    return failed

@@ -54,6 +54,19 @@ def sorted_tables(rows: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return by_memory, by_latency
 
 
+def mixed_hardware(rows: list[Record]) -> str | None:
+    """A warning when a section's ``ok`` records were measured on more than one device, else ``None``."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.status == "ok":
+            counts[r.device_name] = counts.get(r.device_name, 0) + 1
+    if len(counts) < 2:
+        return None
+    where = "; ".join(f"{name or 'unknown'}: {n}" for name, n in counts.items())
+    return (f"Mixed hardware: these configurations were measured on {len(counts)} different devices ({where}). "
+            "A table mixing hardware is not a comparison.")  # fmt: skip
+
+
 PREDICTED = "Full-size memory, predicted (GB)"
 RANDOM_NOTE = "random weights: costs are real, images are noise (fidelity is not meaningful)"
 
@@ -80,8 +93,9 @@ def styled_tables(rows: list[Record], predicted: dict | None = None):
     fid = fidelity_table(rows).set_index(["Quantization", "Quantize TE", "Fuse QKV"])
     by_memory = by_memory.join(fid, on=["Quantization", "Quantize TE", "Fuse QKV"])
     by_latency = by_latency.join(fid, on=["Quantization", "Quantize TE", "Fuse QKV"])
+    mixed = mixed_hardware(rows)
     return [
-        df.style.set_caption(caption).format(precision=3).hide(axis="index")
+        df.style.set_caption(caption + (f". {mixed}" if mixed else "")).format(precision=3).hide(axis="index")
         for df, caption in (
             (by_memory, "Sorted by Memory Usage (Ascending)"),
             (by_latency, "Sorted by Latency (Ascending)"),
@@ -145,6 +159,7 @@ def results_markdown(sections: list[list[Record]]) -> str:
                 f"## {heading(model, bs, dtype, backend)}",
                 "",
                 *([f"*{RANDOM_NOTE}*", ""] if rows[0].preset == "random-full" else []),
+                *([f"**{_md_cell(mixed_hardware(sub))}**", ""] if mixed_hardware(sub) else []),
                 f"![{section.replace('_', ' ')} Comparison](image_grids/{section}_comparison.png)",
                 "",
                 "### Sorted by Memory Usage (Ascending)",
@@ -185,6 +200,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed td{background:#fde8e8}
 tr.skipped td{background:#fff6da}
 .env{font-size:.8rem;color:#555}
+.mixed{background:#fde8e8;padding:.25rem .5rem}
 img.grid{max-width:100%;border:1px solid #ddd}
 """
 
@@ -299,6 +315,7 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
             parts += [
                 f"<h2>{html.escape(heading(model, bs, dtype, backend))}</h2>",
                 f'<p class="env"><b>{RANDOM_NOTE}</b></p>' if rows[0].preset == "random-full" else "",
+                f'<p class="mixed"><b>{html.escape(mixed_hardware(sub))}</b></p>' if mixed_hardware(sub) else "",
                 _environment(sub),
                 _html_table(sub, predicted),
                 _embedded_png(image_grid_path(out_dir, section)),

@@ -15,7 +15,7 @@ import yaml
 from helpers import grid, params as P, records
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(qtypes=["none", "int8", "fp8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1, device="cpu")
+SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def _workers():
 def test_ray_gives_the_records_and_images_of_inline(tmp_path, cluster):
     inline = grid.run_grid(_params(tmp_path / "inline", executor="inline"), progress=False)
     on_ray = grid.run_grid(_params(tmp_path / "ray", executor="ray"), progress=False)
-    assert [r.status for r in on_ray] == ["ok"] * 3, [r.error for r in on_ray]
+    assert [r.status for r in on_ray] == ["ok"] * 2, [r.error for r in on_ray]
     assert [r.config_key() for r in on_ray] == [r.config_key() for r in inline]
     assert [r.memory_bytes for r in on_ray] == [r.memory_bytes for r in inline]
     assert [r.ssim for r in on_ray] == [r.ssim for r in inline] and on_ray[1].ssim is not None
@@ -49,7 +49,7 @@ def test_ray_gives_the_records_and_images_of_inline(tmp_path, cluster):
         assert (tmp_path / "inline" / a.image_path).read_bytes() == (tmp_path / "ray" / b.image_path).read_bytes()
     assert {r.executor for r in inline} == {"inline"} and {r.executor for r in on_ray} == {"ray"}
     pids = {r.pid for r in on_ray}
-    assert len(pids) == 3 and os.getpid() not in pids, "each configuration runs in a fresh worker process"
+    assert len(pids) == 2 and os.getpid() not in pids, "each configuration runs in a fresh worker process"
     for r in on_ray:
         assert r.host and r.node_id and r.versions["ray"] and r.wall_s > 0 and r.worker_start_s > 0
 
@@ -72,11 +72,11 @@ def test_a_killed_worker_becomes_an_error_record_and_the_grid_goes_on(tmp_path, 
     killer.join()
     assert killed, "no worker was seen running"
     failed = [r for r in rows if r.status == "error"]
-    assert len(failed) == 1 and len(rows) == 3
+    assert len(failed) == 1 and len(rows) == 2
     assert "WorkerCrashedError" in failed[0].error and "died" in failed[0].error, failed[0].error
     assert failed[0].executor == "ray" and failed[0].attempts == 1
     assert all(r.status == "ok" for r in rows if r is not failed[0])
-    assert len(records.read(grid.results_path(_params(tmp_path)))) == 3
+    assert len(records.read(grid.results_path(_params(tmp_path)))) == 2
 
 
 def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp_path, cluster):
@@ -97,7 +97,7 @@ def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp
     driver.send_signal(signal.SIGINT)
     assert driver.wait(timeout=60) != 0
     written = results.read_text()
-    assert 1 <= written.count("\n") < 3, "the driver was not stopped mid-grid"
+    assert written.count("\n") == 1, "the driver was not stopped mid-grid"
     time.sleep(1)
     alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not alive, [psutil.Process(p).cmdline()[:2] for p in alive]

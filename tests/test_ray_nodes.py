@@ -9,7 +9,7 @@ import pytest
 
 from helpers import grid, params as P
 
-SMALL = dict(qtypes=["none", "int8", "fp8", "int4"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1,
+SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1,
              device="cpu", executor="ray", ray_resources={"num_gpus": 1, "num_cpus": 1})  # fmt: skip
 
 
@@ -29,7 +29,7 @@ def test_configurations_spread_over_both_nodes_one_gpu_each(tmp_path, two_nodes)
 
     p = P.validate({**SMALL, "out_dir": str(tmp_path), "ray_address": two_nodes.address})
     rows = grid.run_grid(p, progress=False)
-    assert [r.status for r in rows] == ["ok"] * 4, [r.error for r in rows]
+    assert [r.status for r in rows] == ["ok"] * 2, [r.error for r in rows]
     assert not ray.is_initialized(), "the driver disconnects from a cluster it joined"
     nodes = {n.node_id for n in two_nodes.list_all_nodes()}
     assert {r.node_id for r in rows} == nodes, "every configuration names its node, and both nodes ran some"
@@ -54,7 +54,7 @@ def test_a_configuration_lost_with_its_node_runs_once_more(tmp_path, two_nodes):
                     return
             time.sleep(0.05)
 
-    p = P.validate({**SMALL, "qtypes": ["none", "int8"], "out_dir": str(tmp_path), "ray_address": two_nodes.address})
+    p = P.validate({**SMALL, "out_dir": str(tmp_path), "ray_address": two_nodes.address})
     killer = threading.Thread(target=kill_a_node_running_a_configuration)
     killer.start()
     rows = grid.run_grid(p, progress=False)

@@ -36,3 +36,16 @@ def test_unknown_status_and_field_are_refused():
         _record(status="fine")
     with pytest.raises(ValueError, match="unknown record field"):
         records.Record.from_dict({**_record().__dict__, "latency_ms": 3})
+
+
+def test_a_section_measured_on_two_devices_says_so_beside_its_tables(tmp_path):
+    from helpers import report
+
+    rows = [_record(qtype="none", quantize_te=False, device_name="NVIDIA H100", memory_gb=1.0, latency_s=1.0),
+            _record(qtype="int8", quantize_te=False, device_name="NVIDIA A100", memory_gb=0.5, latency_s=1.2)]  # fmt: skip
+    assert report.mixed_hardware(rows[:1]) is None
+    note = report.mixed_hardware(rows)
+    assert "NVIDIA H100: 1" in note and "NVIDIA A100: 1" in note and "not a comparison" in note
+    assert note in report.results_markdown([rows])
+    assert note in report.report_html(str(tmp_path), [rows])
+    assert "not a comparison" in report.styled_tables(rows)[0].caption
