@@ -68,6 +68,7 @@ def _base_record(params: dict, config: Config, checkpoint: str, device: str, cal
         height=call["height"],
         width=call["width"],
         guidance_scale=call["guidance_scale"],
+        max_sequence_length=call.get("max_sequence_length"),
         prompts=list(params["prompts"]),
         seed=params["seed"],
         warmup=params["warmup"],

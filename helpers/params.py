@@ -33,6 +33,7 @@ DEFAULTS: dict = {
     "height": None,
     "width": None,
     "guidance_scale": None,
+    "max_sequence_length": None,  # text tokens the encoders see (T5); None: the preset's default
     "prompts": [DEFAULT_PROMPT],  # the first is timed; fidelity is averaged over all
     "quality_metrics": [],  # optional: clip_score (needs the hub)
     "seed": 0,
@@ -68,6 +69,7 @@ _TYPES = {
     "steps": _OPT_INT,
     "height": _OPT_INT,
     "width": _OPT_INT,
+    "max_sequence_length": _OPT_INT,
     "guidance_scale": (
         "number or null",
         lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
@@ -158,7 +160,7 @@ def validate(params: dict) -> dict:
         raise ValueError(f"parameter 'repeats' must be >= 1, got {merged['repeats']}")
     if any(b < 1 for b in merged["batch_sizes"]):
         raise ValueError(f"parameter 'batch_sizes' must hold ints >= 1, got {merged['batch_sizes']!r}")
-    for key in ("steps", "height", "width"):
+    for key in ("steps", "height", "width", "max_sequence_length"):
         if merged[key] is not None and merged[key] < 1:
             raise ValueError(f"parameter {key!r} must be >= 1 or null, got {merged[key]}")
     _check_size(merged)

@@ -84,6 +84,8 @@ def call_settings(params: dict) -> dict:
         # PixArt-Sigma would otherwise generate at the nearest 1024-px aspect bin and resize: the size asked
         # for is the size measured.
         extra["use_resolution_binning"] = False
+    if params["max_sequence_length"] is not None:
+        extra["max_sequence_length"] = params["max_sequence_length"]
     if params["guidance_scale"] is not None:
         base["guidance_scale"] = float(params["guidance_scale"])
     return {**base, **extra}

@@ -21,7 +21,7 @@ STATUSES = ("ok", "error", "skipped")
 # same values measured the same thing.
 CONFIG_FIELDS = (
     "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "fuse_qkv",
-    "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "prompts", "seed",
+    "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed",
     "warmup", "repeats", "quality_metrics", "backend", "compile",
 )  # fmt: skip
 
@@ -50,6 +50,7 @@ class Record:
     quality_metrics: list[str] = field(default_factory=list)
     backend: str = "quanto"
     compile: bool | str = False
+    max_sequence_length: int | None = None  # text tokens; None: the pipeline's own default
     # outcome
     status: str = "ok"
     error: str | None = None

@@ -160,3 +160,25 @@ def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batc
 
     images = [bytes(c.value) for c in chosen.children if isinstance(c, ipywidgets.Image)]
     assert len(images) == 1 and images[0][:4] == b"\x89PNG"
+
+
+def test_a_batch_on_ray_runs_the_notebooks_at_once_on_one_cluster(tmp_path):
+    """Both notebooks are drivers on the batch's own local cluster at the same time; nothing is left after."""
+    import datetime
+
+    import ray
+
+    overrides = {**SMALL, "qtypes": ["none"], "fuse_qkv": [False], "device": "cpu"}
+    failed = batch.run_batch(models=["pixart"], dtypes=list(DTYPES), out_dir=str(tmp_path), overrides=overrides,
+                             executor="ray")  # fmt: skip
+    assert failed == 0 and not ray.is_initialized()
+    spans = []
+    for dtype in DTYPES:
+        nb = nbformat.read(tmp_path / "notebooks" / f"pixart_{dtype}.ipynb", as_version=4)
+        assert nb.metadata.papermill.parameters["executor"] == "ray"
+        spans.append([datetime.datetime.fromisoformat(nb.metadata.papermill[k]) for k in ("start_time", "end_time")])
+        (r,) = records.read(tmp_path / "results" / f"pixart_{dtype}.jsonl")
+        assert r.status == "ok" and r.executor == "ray" and r.pid and r.node_id
+    (a_start, a_end), (b_start, b_end) = spans
+    assert a_start < b_end and b_start < a_end, "the notebooks ran one after the other"
+    assert "## Pixart - Batch Size: 1, Data Type: fp16" in (tmp_path / "RESULTS.md").read_text()
