@@ -46,8 +46,8 @@ class Lost:
     node_id: str | None = None  # where Ray says so (a lost node)
 
 
-def measure_configuration(body, attempt: int, head: tuple, config, tail: tuple):
-    """The Ray task: run ``body`` in this fresh worker, then say where it ran.
+def measure_configuration(job, attempt: int, config):
+    """The Ray task: run ``job(config)`` in this fresh worker, then say where it ran.
 
     (Its name is the worker's process title while it runs: ``ray::measure_configuration``.)
     """
@@ -56,7 +56,7 @@ def measure_configuration(body, attempt: int, head: tuple, config, tail: tuple):
     from . import measure
 
     started = measure.process_age_s()
-    outcome = body(*head, config, *tail)
+    outcome = job(config)
     record = outcome.record
     record.executor, record.attempts, record.worker_start_s = "ray", attempt, started
     record.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
@@ -161,16 +161,15 @@ class Session:
         nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
         return sum(min(int(n.get(k, 0) // v) for k, v in need.items()) for n in nodes) if need else len(nodes)
 
-    def run(self, todo, body, head: tuple, tail: tuple):
+    def run(self, todo, job, device: str):
         """Submit every configuration (in ``todo``'s order), then yield ``(config, outcome or Lost)`` as each ends."""
         import ray
         from ray.exceptions import NodeDiedError, ObjectLostError, RayError
 
-        device = tail[1]
         task = ray.remote(max_calls=1, max_retries=0)(measure_configuration).options(**self.resources(device))
         refs = self.outstanding
         for config in todo:
-            refs[task.remote(body, 1, head, config, tail)] = (config, 1)
+            refs[task.remote(job, 1, config)] = (config, 1)
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             config, attempt = refs.pop(ref)
@@ -179,7 +178,7 @@ class Session:
             except (NodeDiedError, ObjectLostError) as e:
                 if attempt == 1:  # its node was lost, not the configuration's fault: once more
                     print(f"[ray] {config.slug}: {type(e).__name__}; running it again", flush=True)
-                    refs[task.remote(body, 2, head, config, tail)] = (config, 2)
+                    refs[task.remote(job, 2, config)] = (config, 2)
                     continue
                 node = re.search(r"node ID: ([0-9a-f]+)", str(e))
                 result = Lost(_reason(e), attempt, node.group(1) if node else None)

@@ -123,15 +123,13 @@ def _where(device: str) -> dict:
     import os
     import socket
 
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if device != "cuda":
-        gpu_ids = []
-    elif visible is not None:
-        gpu_ids = [g for g in visible.split(",") if g]
-    else:
+    gpu_ids = []
+    if device == "cuda":
         import torch
 
-        gpu_ids = [str(torch.cuda.current_device())]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        index = torch.cuda.current_device()
+        gpu_ids = [visible.split(",")[index].strip() if visible else str(index)]
     return dict(
         host=socket.gethostname(), pid=os.getpid(), gpu_ids=gpu_ids, device_name=measure.device_name(device),
         versions=records.library_versions(),
@@ -145,12 +143,13 @@ def _local_checkpoint(params: dict, checkpoint: str) -> str:
     return checkpoint
 
 
-def execute(params: dict, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
+def execute(params: dict, checkpoint: str, device: str, call: dict, config: Config) -> Outcome:
     """Load, prepare and measure one configuration where it runs; never raises for a failing configuration.
 
     The task body of every executor: it writes nothing. The first prompt is
     measured (latency, memory); every prompt gives one more fixed-seed image and
-    its final latents, which come back in the ``Outcome``.
+    its final latents, which come back in the ``Outcome``. Executors call it
+    as ``job(config)``, a ``functools.partial`` over the grid's own arguments.
     """
     outcome, wall_s = measure.timed(lambda: _execute(params, config, checkpoint, device, call))
     outcome.record.wall_s = wall_s
@@ -339,7 +338,7 @@ def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
                 complete(*other)
 
         bar = tqdm(total=len(todo), desc=section_name(params), disable=not progress)
-        results = executor.run(todo, execute, (params,), (checkpoint, device, call))
+        results = executor.run(todo, functools.partial(execute, params, checkpoint, device, call), device)
         for config, outcome in results:
             bar.update()
             if isinstance(outcome, Outcome):
@@ -367,11 +366,10 @@ class _Inline:
     def device(self, name: str) -> str:
         return torch_device(name)
 
-    def run(self, todo, body, head: tuple, tail: tuple):
-        device = tail[1]
+    def run(self, todo, job, device: str):
         measure.cleanup(device)  # freeze what the imports left, before the first configuration
         for config in todo:
-            yield config, body(*head, config, *tail)
+            yield config, job(config)
 
 
 def _executor(params: dict):

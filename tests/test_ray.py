@@ -102,7 +102,8 @@ def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp
     alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not alive, [psutil.Process(p).cmdline()[:2] for p in alive]
 
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    # The rerun: the same parameters and folder, on this module's cluster (not a second cluster start).
+    grid.run_grid(P.validate({**yaml.safe_load(params_file.read_text()), "out_dir": str(out)}), progress=False)
     assert results.read_text().startswith(written), "a finished record changed"
     rows = records.read(results)
     assert sorted(r.qtype for r in rows) == sorted(SMALL["qtypes"]), "a configuration was doubled or lost"
