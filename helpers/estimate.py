@@ -23,90 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
-import torch
 
+from .components import Component, build_on_meta, components_from_folder, full_components
 from .measure import GB, tensor_bytes
 from .quant import apply_config, quantize_module, torchao_linears
-from .registry import model_spec, torch_dtype
-
-
-@dataclass
-class Component:
-    library: str  # "diffusers" | "transformers"
-    class_name: str
-    config: dict
-
-
-def components_from_folder(path: str | Path) -> dict[str, Component]:
-    """The torch components of a saved pipeline, from its model_index.json and config files."""
-    path = Path(path)
-    index = json.loads((path / "model_index.json").read_text())
-    out = {}
-    for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or entry[0] not in ("diffusers", "transformers"):
-            continue
-        config_file = path / name / "config.json"
-        if not config_file.is_file():  # tokenizers and schedulers have no config.json
-            continue
-        config = json.loads(config_file.read_text())
-        out[name] = Component(entry[0], entry[1], config)
-    return out
-
-
-def full_components(model: str) -> dict[str, Component]:
-    from .architectures import FULL
-
-    model_spec(model)
-    return {name: Component(*spec) for name, spec in FULL[model].items()}
-
-
-def _fp32_modules(module, dtype) -> set[str]:
-    names = set(getattr(module, "_keep_in_fp32_modules_strict", None) or [])
-    if dtype == torch.float16:
-        names |= set(getattr(module, "_keep_in_fp32_modules", None) or [])
-    return names
-
-
-def build_on_meta(component: Component, dtype: str, buffers_on_meta: bool = True):
-    """The module ``from_pretrained`` would give, with meta tensors of the right shapes and dtypes.
-
-    ``buffers_on_meta=False`` (the random-full preset) computes the buffers for real,
-    on the CPU, as the model's ``__init__`` does; only the parameters stay on meta.
-    """
-    import diffusers
-    import transformers
-    from accelerate import init_empty_weights
-
-    target = torch_dtype(dtype)
-    with torch.device("meta") if buffers_on_meta else init_empty_weights(include_buffers=False):
-        if component.library == "diffusers":
-            cls = getattr(diffusers, component.class_name)
-            config = {k: v for k, v in component.config.items() if not k.startswith("_")}
-            module = cls.from_config(config)
-        else:
-            cls = getattr(transformers, component.class_name)
-            config = cls.config_class.from_dict(
-                {k: v for k, v in component.config.items() if k not in ("torch_dtype", "dtype")}
-            )
-            module = cls(config)
-    if component.library == "transformers":
-        # from_pretrained ties shared weights (T5's embed_tokens to shared). Under accelerate's
-        # init_empty_weights each registration makes a new meta parameter, so tie again outside it.
-        module.tie_weights()
-    keep = _fp32_modules(module, target)
-    for name, sub in module.named_modules():
-        keep_this = any(part in keep for part in name.split("."))
-        for pname, p in list(sub.named_parameters(recurse=False)):
-            if p.is_floating_point():
-                p.data = p.data.to(torch.float32 if keep_this else target)
-        for bname, b in list(sub.named_buffers(recurse=False)):
-            if b is not None and b.is_floating_point() and bname not in sub._non_persistent_buffers_set:
-                sub._buffers[bname] = b.to(torch.float32 if keep_this else target)
-    module.eval()
-    return module
+from .registry import model_spec
 
 
 def _torchao_as_transformers_loads(module, qtype: str) -> None:
@@ -170,7 +92,7 @@ def estimate(model: str, dtype: str, params: dict, components: dict[str, Compone
     and fuse; a text encoder: qtype when ``quantize_te``), so each variant is
     built and counted once and the configurations add them up.
     """
-    from .grid import configs
+    from .params import configs
 
     spec = model_spec(model)
     backend = params.get("backend", "quanto")

@@ -10,38 +10,16 @@ carries another's leftovers.
 from __future__ import annotations
 
 import functools
-import itertools
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import measure, records
+from .params import Config, configs, reference_of
 from .pipelines import call_settings, ensure_tiny, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
 from .registry import torch_device
-
-
-@dataclass(frozen=True)
-class Config:
-    qtype: str
-    quantize_te: bool
-    fuse_qkv: bool
-    batch_size: int
-
-    @property
-    def slug(self) -> str:
-        return f"{self.qtype}_qte{int(self.quantize_te)}_fuse{int(self.fuse_qkv)}_bs{self.batch_size}"
-
-
-def configs(params: dict) -> list[Config]:
-    """The grid in the order it runs (the parameters' order: ``none`` first by default)."""
-    return [
-        Config(q, te, fuse, bs)
-        for bs, q, te, fuse in itertools.product(
-            params["batch_sizes"], params["qtypes"], params["quantize_te"], params["fuse_qkv"]
-        )
-    ]
 
 
 def section_name(params: dict) -> str:
@@ -77,11 +55,6 @@ def _base_record(params: dict, config: Config, checkpoint: str, device: str, cal
         backend=params["backend"],
         compile=params["compile"],
     )
-
-
-def reference_of(config: Config) -> Config:
-    """The unquantized configuration a configuration's fidelity is measured against."""
-    return Config("none", False, config.fuse_qkv, config.batch_size)
 
 
 def _outputs(params: dict, config: Config) -> tuple[list[Path], Path]:

@@ -8,7 +8,9 @@ choices with a short ``ValueError`` before any model is loaded.
 
 from __future__ import annotations
 
+import itertools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -302,3 +304,30 @@ def from_namespace(namespace: dict) -> dict:
         and not callable(value)
     }
     return validate(found)
+
+
+@dataclass(frozen=True)
+class Config:
+    qtype: str
+    quantize_te: bool
+    fuse_qkv: bool
+    batch_size: int
+
+    @property
+    def slug(self) -> str:
+        return f"{self.qtype}_qte{int(self.quantize_te)}_fuse{int(self.fuse_qkv)}_bs{self.batch_size}"
+
+
+def configs(params: dict) -> list[Config]:
+    """The grid in the order it runs (the parameters' order: ``none`` first by default)."""
+    return [
+        Config(q, te, fuse, bs)
+        for bs, q, te, fuse in itertools.product(
+            params["batch_sizes"], params["qtypes"], params["quantize_te"], params["fuse_qkv"]
+        )
+    ]
+
+
+def reference_of(config: Config) -> Config:
+    """The unquantized configuration a configuration's fidelity is measured against."""
+    return Config("none", False, config.fuse_qkv, config.batch_size)

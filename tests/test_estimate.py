@@ -5,7 +5,8 @@ import json
 import pytest
 
 from helpers import params as P
-from helpers.estimate import components_from_folder, estimate, full_components, predict
+from helpers.components import components_from_folder, full_components
+from helpers.estimate import estimate, predict
 from helpers.measure import pipeline_modules, tensor_bytes
 from helpers.pipelines import load_pipeline
 from helpers.quant import apply_config
