@@ -54,6 +54,14 @@ def _estimate(args) -> int:
     return 0
 
 
+def _notebook(args) -> int:
+    from .notebook import write
+
+    for model in args.model:
+        print(f"wrote {write(model)}")
+    return 0
+
+
 def _ray_arguments(parser) -> None:
     parser.add_argument("--executor", choices=EXECUTORS, help="inline (tiny default) or ray (full-size default)")
     parser.add_argument("--address", dest="ray_address",
@@ -107,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--params", help="YAML file: the grid (qtypes, quantize_te, fuse_qkv, batch_sizes, exclude)")
     e.add_argument("--format", choices=("table", "json"), default="table")
     e.set_defaults(func=_estimate)
+
+    n = sub.add_parser("notebook", help="write notebooks/<model>.ipynb from the one template (helpers/notebook.py)")
+    n.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))
+    n.set_defaults(func=_notebook)
 
     args = parser.parse_args(argv)
     from .records import Busy

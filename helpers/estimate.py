@@ -24,8 +24,12 @@ from __future__ import annotations
 import json
 import os
 
-
-from .components import Component, build_on_meta, components_from_folder, full_components
+from .components import (
+    Component,
+    build_on_meta,
+    components_from_folder,
+    full_components,
+)
 from .measure import GB, tensor_bytes
 from .quant import apply_config, quantize_module, torchao_linears
 from .registry import model_spec

@@ -26,7 +26,7 @@ DEFAULTS: dict = {
     "device": "auto",
     "dtype": "bf16",
     "backend": "quanto",  # quanto (the published grid) | torchao | bnb
-    "qtypes": ["none", "int8", "fp8", "int4"],  # not given: every qtype of the backend
+    "qtypes": None,  # None: every qtype of the backend
     "quantize_te": [False, True],
     "fuse_qkv": [False, True],
     "batch_sizes": [1],
@@ -60,7 +60,7 @@ _TYPES = {
     "preset": ("str", lambda v: isinstance(v, str)),
     "device": ("str", lambda v: isinstance(v, str)),
     "dtype": ("str", lambda v: isinstance(v, str)),
-    "qtypes": ("list of str", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "qtypes": ("list of str or null", lambda v: v is None or isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "quantize_te": ("list of bool", lambda v: isinstance(v, list) and all(isinstance(x, bool) for x in v)),
     "fuse_qkv": ("list of bool", lambda v: isinstance(v, list) and all(isinstance(x, bool) for x in v)),
     "batch_sizes": (
@@ -125,8 +125,6 @@ def validate(params: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown parameter {unknown[0]!r}; valid parameters: {', '.join(DEFAULTS)}")
     merged = {**DEFAULTS, **params}
-    if "qtypes" not in params and merged["backend"] in BACKEND_QTYPES:
-        merged["qtypes"] = list(BACKEND_QTYPES[merged["backend"]])
     for key, value in merged.items():
         kind, ok = _TYPES[key]
         if not ok(value):
@@ -135,6 +133,8 @@ def validate(params: dict) -> dict:
         if merged[key] not in choices:
             raise ValueError(f"parameter {key!r}: unknown value {merged[key]!r}; valid choices: {', '.join(choices)}")
     valid = BACKEND_QTYPES[merged["backend"]]
+    if merged["qtypes"] is None:
+        merged["qtypes"] = list(valid)
     for q in merged["qtypes"]:
         if q not in valid:
             raise ValueError(

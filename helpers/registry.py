@@ -15,6 +15,7 @@ class ModelSpec:
     """What the project needs to know about one published pipeline."""
 
     key: str
+    title: str  # as the model's authors write it
     hub_id: str
     pipeline_class: str  # name in ``diffusers``
     text_encoders: tuple[str, ...]  # attribute names on the pipeline
@@ -30,6 +31,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "pixart": ModelSpec(
         key="pixart",
+        title="PixArt-Sigma",
         hub_id="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
         pipeline_class="PixArtSigmaPipeline",
         text_encoders=("text_encoder",),
@@ -42,6 +44,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "flux-dev": ModelSpec(
         key="flux-dev",
+        title="FLUX.1-dev",
         hub_id="black-forest-labs/FLUX.1-dev",
         pipeline_class="FluxPipeline",
         text_encoders=("text_encoder", "text_encoder_2"),
@@ -52,6 +55,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "sd3": ModelSpec(
         key="sd3",
+        title="Stable Diffusion 3 medium",
         hub_id="stabilityai/stable-diffusion-3-medium-diffusers",
         pipeline_class="StableDiffusion3Pipeline",
         text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),

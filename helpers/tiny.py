@@ -439,7 +439,9 @@ def scheduler(model: str):
             num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
             base_image_seq_len=256, max_image_seq_len=4096,
         )  # fmt: skip
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    if model == "sd3":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    raise ValueError(f"unknown model {model!r} for a scheduler; valid choices: {', '.join(TINY_MODELS)}")
 
 
 def _build_pipeline(model: str, seed: int, configs: dict[str, dict[str, Any]]):

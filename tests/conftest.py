@@ -25,4 +25,6 @@ def tiny_cache(tmp_path_factory):
 def tiny_paths(tiny_cache):
     from helpers.pipelines import ensure_tiny
 
-    return {m: str(ensure_tiny(m)) for m in ("pixart", "flux-dev", "sd3")}
+    from helpers.registry import MODELS
+
+    return {m: str(ensure_tiny(m)) for m in MODELS}

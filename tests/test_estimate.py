@@ -10,8 +10,7 @@ from helpers.estimate import estimate, predict
 from helpers.measure import pipeline_modules, tensor_bytes
 from helpers.pipelines import load_pipeline
 from helpers.quant import apply_config
-
-MODELS = ("pixart", "flux-dev", "sd3")
+from helpers.registry import MODELS
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -94,11 +93,19 @@ def test_cli_prints_json_with_the_documented_keys(tiny_cache):
     assert {r["qtype"] for r in rows} == {"none", "int8", "fp8", "int4"}
 
 
-def test_prediction_is_cached_by_everything_it_depends_on(tiny_cache):
-    params = P.validate({"model": "pixart", "qtypes": ["none"], "quantize_te": [False], "fuse_qkv": [False]})
+def test_prediction_is_cached_by_everything_it_depends_on(tiny_cache, monkeypatch):
+    import helpers.estimate as estimate_module
+
+    params = P.validate({"model": "pixart", "qtypes": ["none"], "quantize_te": [False], "fuse_qkv": [False],
+                         "exclude": ["cache-test"]})  # fmt: skip (a grid no other test predicts)
     first = predict(params, preset="tiny")
+    built = []
+    real = estimate_module.build_on_meta
+    monkeypatch.setattr(estimate_module, "build_on_meta", lambda *a, **k: built.append(a) or real(*a, **k))
     assert predict(params, preset="tiny") == first
+    assert built == [], "a cached prediction built a component again"
     other = predict({**params, "qtypes": ["int8"]}, preset="tiny")
+    assert [a[0].class_name for a in built] == ["PixArtTransformer2DModel"], "only the changed variant is built"
     assert other[0]["memory_bytes"] < first[0]["memory_bytes"]
 
 

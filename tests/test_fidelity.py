@@ -7,8 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import fidelity, grid, params as P
+from helpers import fidelity, grid
+from helpers import params as P
 from helpers.pareto import pareto_front
+from helpers.registry import MODELS
 
 
 def _image(seed=0):
@@ -58,7 +60,7 @@ def test_pareto_front_on_a_hand_made_table_with_ties():
 PROMPTS = ["ghibli style, a fantasy landscape with castles", "a red car on a road", "two cats on a sofa"]
 
 
-@pytest.mark.parametrize("model", ["pixart", "flux-dev", "sd3"])
+@pytest.mark.parametrize("model", MODELS)
 def test_int4_is_not_closer_to_none_than_int8(tmp_path, tiny_paths, model):
     p = P.validate(dict(model=model, qtypes=["none", "int8", "int4"], quantize_te=[False], fuse_qkv=[False],
                         prompts=PROMPTS, warmup=0, repeats=1, out_dir=str(tmp_path)))  # fmt: skip

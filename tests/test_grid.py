@@ -5,7 +5,9 @@ import json
 import pytest
 from PIL import Image
 
-from helpers import grid, measure, params as P, records
+from helpers import grid, measure, records
+from helpers import params as P
+from helpers.registry import MODELS
 
 
 def _params(tmp_path, **kw):
@@ -14,7 +16,7 @@ def _params(tmp_path, **kw):
     return P.validate({**base, **kw})
 
 
-@pytest.mark.parametrize("model", ["pixart", "flux-dev", "sd3"])
+@pytest.mark.parametrize("model", MODELS)
 def test_grid_writes_ok_records_with_images(tmp_path, model):
     p = _params(tmp_path, model=model, qtypes=["int8"])
     rows = grid.run_grid(p, progress=False)

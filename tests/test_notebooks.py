@@ -24,8 +24,8 @@ def test_notebook_is_thin_and_clean(model):
         assert isinstance(node, ast.AnnAssign), "the parameters cell holds only typed assignments"
         defaults[node.target.id] = ast.literal_eval(node.value)
     assert defaults["model"] == model
-    # every parameter is there, with the helpers' defaults except where a notebook needs its own
-    assert set(defaults) == set(P.DEFAULTS)
+    # every parameter is there, in order, with the helpers' defaults except where a notebook needs its own
+    assert list(defaults) == list(P.DEFAULTS)
     differs = {k for k, v in defaults.items() if v != P.DEFAULTS[k]}
     assert differs <= {"model", "out_dir"} and defaults["out_dir"] == "../outputs"
     for cell in code:
@@ -37,6 +37,29 @@ def test_notebook_is_thin_and_clean(model):
 # Every notebook once, both dtypes between them: a kernel's start costs more than its four configurations,
 # and the dtype is only a parameter. Two batches into one folder: the results document covers both.
 SECTIONS = {"pixart": "bf16", "flux-dev": "fp16", "sd3": "bf16"}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_committed_notebook_is_exactly_what_the_template_gives(model):
+    from helpers.notebook import notebook_text
+
+    committed = (ROOT / "notebooks" / f"{model}.ipynb").read_text(encoding="utf-8")
+    assert committed == notebook_text(model), f"run: python -m helpers notebook --model {model}"
+
+
+def test_every_notebook_in_the_folder_has_a_model():
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == sorted(MODELS)
+
+
+def test_a_notebook_left_with_its_defaults_runs_every_qtype_of_the_chosen_backend():
+    """Changing only ``backend`` in JupyterLab must not raise: qtypes unset means all of that backend's."""
+    from helpers.notebook import parameters_source
+    from helpers.registry import BACKEND_QTYPES
+
+    namespace = {}
+    exec(parameters_source("pixart"), namespace)
+    for backend, qtypes in BACKEND_QTYPES.items():
+        assert P.from_namespace({**namespace, "backend": backend})["qtypes"] == list(qtypes)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import torch
 from helpers.measure import component_bytes, pipeline_modules, tensor_bytes
 from helpers.pipelines import load_pipeline
 from helpers.quant import apply_config
+from helpers.registry import MODELS
 
-MODELS = ("pixart", "flux-dev", "sd3")
 ELEM = {"bf16": 2, "fp16": 2}
 
 

@@ -101,3 +101,10 @@ def test_builds_are_deterministic(built, tmp_path):
     a = _hashes(built["pixart"])
     b = _hashes(other)
     assert a["transformer/diffusion_pytorch_model.safetensors"] != b["transformer/diffusion_pytorch_model.safetensors"]
+
+
+def test_a_scheduler_for_an_unknown_model_is_refused():
+    from helpers import tiny
+
+    with pytest.raises(ValueError, match="unknown model 'sdxl'"):
+        tiny.scheduler("sdxl")

@@ -1,0 +1,114 @@
+"""The one template every notebook in ``notebooks/`` is generated from (``python -m helpers notebook``).
+
+A notebook is the tagged ``parameters`` cell (every parameter of
+``params.DEFAULTS``, with its type and one line of help), then one helpers call
+per step and the display. Only the title and the model differ between models,
+so editing a notebook by hand is editing this file; ``tests/test_notebooks.py``
+checks that the committed notebooks are exactly what it gives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .params import DEFAULTS
+from .registry import BACKEND_QTYPES, MODELS, model_spec
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+# name -> (annotation, help); the order is DEFAULTS'.
+_HELP = {
+    "model": ("str", f"pipeline: {' | '.join(MODELS)}"),
+    "checkpoint": ("str", "a local pipeline folder or hub id; None: the preset's own"),
+    "preset": ("str", "tiny: random-weight pipeline, offline | full: the hub checkpoint | random-full"),
+    "device": ("str", "auto (CUDA if present) | cpu | cuda"),
+    "dtype": ("str", "compute dtype: fp16 | bf16"),
+    "backend": ("str", f"{' | '.join(BACKEND_QTYPES)} (quanto: the published grid)"),
+    "qtypes": ("list", "the backend's weight types; None: all of them ("
+               + "; ".join(f"{b}: {' '.join(q)}" for b, q in BACKEND_QTYPES.items()) + ")"),
+    "quantize_te": ("list", "also quantize the text encoders?"),
+    "fuse_qkv": ("list", "fuse the transformer's QKV projections first?"),
+    "batch_sizes": ("list", "images per prompt"),
+    "exclude": ("list", "transformer module-name patterns left unquantized"),
+    "steps": ("int", "denoising steps; None: the preset's default"),
+    "height": ("int", "image height (px); None: the preset's default"),
+    "width": ("int", "image width (px); None: the preset's default"),
+    "guidance_scale": ("float", "None: the pipeline's default"),
+    "max_sequence_length": ("int", "text tokens the encoders see; None: the preset's default"),
+    "prompts": ("list", "the first (published) is timed; fidelity uses all"),
+    "quality_metrics": ("list", 'optional: ["clip_score"] (needs the hub)'),
+    "seed": ("int", "seed of every pipeline call"),
+    "warmup": ("int", "untimed calls first (the first int4 call compiles a kernel)"),
+    "repeats": ("int", "timed calls; latency is their median"),
+    "compile": ("bool", 'False | "default" | "max-autotune": torch.compile the transformer'),
+    "out_dir": ("str", "records, images and grids (relative to this notebook)"),
+    "executor": ("str", "inline: in this kernel | ray: each configuration in a fresh Ray worker; None: inline for tiny, else ray"),
+    "ray_address": ("str", 'None: an embedded local cluster for this run | "auto" | "host:port" of a running cluster'),
+    "ray_resources": ("dict", "what each configuration's Ray task asks for; None: 1 GPU on CUDA, all of a node's CPUs on the CPU"),
+}  # fmt: skip
+assert list(_HELP) == list(DEFAULTS), "every parameter has its line in the notebooks, in DEFAULTS' order"
+
+_STEPS = [
+    ("markdown", "# {title}: what each quantization choice costs and buys\n\nValidate the parameters, run the grid "
+                 "(each configuration is loaded, quantized and measured on its own), then the two published tables, "
+                 "the image grid and an explorer."),
+    ("code", "import helpers.estimate, helpers.explore, helpers.figures, helpers.grid, helpers.params, helpers.report"
+             "\n\nparams = helpers.params.from_namespace(globals())"),
+    ("code", "rows = helpers.grid.run_grid(params)"),
+    ("markdown", "## Memory and latency\n\nMeasured here; the last column is *predicted* for the full-size checkpoint "
+                 "from its architecture (no weights loaded)."),
+    ("code", "predicted = helpers.estimate.predicted_gb(params)"),
+    ("code", "display(*helpers.report.styled_tables(rows, predicted))"),
+    ("markdown", "## What each configuration looks like"),
+    ("code", 'helpers.figures.image_grid(rows, params["out_dir"])'),
+    ("markdown", "## The trade-off\n\nMemory against latency, coloured by fidelity to the unquantized run (SSIM); "
+                 "ringed: no other configuration uses less memory *and* less time."),
+    ("code", 'helpers.figures.tradeoff_chart(rows, params["out_dir"])'),
+    ("markdown", "## Explore (JupyterLab)\n\nPick a configuration to see it beside the unquantized one."),
+    ("code:interactive", 'helpers.explore.explorer(rows, params["out_dir"])'),
+]  # fmt: skip
+
+
+def _literal(value) -> str:
+    """Python source for a parameter's default, strings in double quotes as papermill writes them."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def parameters_source(model: str) -> str:
+    values = {**DEFAULTS, "model": model, "out_dir": "../outputs"}
+    return "\n".join(f"{name}: {kind} = {_literal(values[name])}  # {text}" for name, (kind, text) in _HELP.items())
+
+
+def _cell(kind: str, source: str, index: int, tags=()) -> dict:
+    lines = source.split("\n")
+    cell = {"cell_type": kind, "id": f"cell-{index:02d}", "metadata": {"tags": list(tags)} if tags else {},
+            "source": [line + "\n" for line in lines[:-1]] + [lines[-1]]}  # fmt: skip
+    if kind == "code":
+        cell.update(execution_count=None, outputs=[])
+    return dict(sorted(cell.items()))
+
+
+def notebook_text(model: str) -> str:
+    """The ``.ipynb`` text of ``model``'s notebook."""
+    title = model_spec(model).title
+    cells = [_cell("code", parameters_source(model), 0, tags=["parameters"])]
+    for i, (kind, source) in enumerate(_STEPS, 1):
+        kind, _, tag = kind.partition(":")
+        cells.append(_cell(kind, source.format(title=title), i, tags=[tag] if tag else ()))
+    nb = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "language_info": {"name": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }  # fmt: skip
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def write(model: str, folder: str | Path = NOTEBOOKS) -> Path:
+    path = Path(folder) / f"{model}.ipynb"
+    path.write_text(notebook_text(model), encoding="utf-8")
+    return path
