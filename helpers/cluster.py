@@ -85,6 +85,8 @@ def _raise_interrupt(signum, frame):
 class Session:
     """Connected to (or running) a Ray cluster for one grid; a context manager."""
 
+    local = False  # configurations run where Ray places them
+
     def __init__(self, params: dict):
         self.params = params
         self.own_connection = False  # ray.init was ours: disconnect (and stop an embedded cluster) at the end

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import measure, records
 from .params import Config, configs, reference_of
-from .pipelines import call_settings, ensure_tiny, load_pipeline, resolve_checkpoint
+from .pipelines import call_settings, checkpoint_name, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
 from .registry import torch_device
 
@@ -109,13 +109,6 @@ def _where(device: str) -> dict:
     )  # fmt: skip
 
 
-def _local_checkpoint(params: dict, checkpoint: str) -> str:
-    """The tiny pipeline on this machine: a worker of another machine builds its own (the same bytes)."""
-    if params["preset"] == "tiny" and not params["checkpoint"] and not Path(checkpoint).is_dir():
-        return str(ensure_tiny(params["model"]))
-    return checkpoint
-
-
 def execute(params: dict, checkpoint: str, device: str, call: dict, config: Config) -> Outcome:
     """Load, prepare and measure one configuration where it runs; never raises for a failing configuration.
 
@@ -159,8 +152,8 @@ def _execute(params: dict, config: Config, checkpoint: str, device: str, call: d
                     lambda: build(params["model"], params["dtype"], device, params["seed"])
                 )
             else:
-                path = _local_checkpoint(params, checkpoint)
-                pipe = load_pipeline(path, params["dtype"], device, quantization_config=qconfig)
+                # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
+                pipe = load_pipeline(resolve_checkpoint(params), params["dtype"], device, quantization_config=qconfig)
         except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
             raise Rejected(f"{type(e).__name__}: {e}") from e
         apply_config(
@@ -288,7 +281,9 @@ def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
     grid = configs(params)
     with records.exclusive(path), _executor(params) as executor:
         device = executor.device(params["device"])
-        checkpoint = resolve_checkpoint(params)
+        checkpoint = checkpoint_name(params)
+        if executor.local:
+            resolve_checkpoint(params)  # build the tiny pipeline before the first configuration, not during it
         records.repair(path)
         finished = {r.config_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
 
@@ -330,6 +325,8 @@ def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
 class _Inline:
     """Every configuration in this process, one after another."""
 
+    local = True  # configurations run on this machine
+
     def __enter__(self):
         return self
 
@@ -364,7 +361,7 @@ def grid_records(params: dict, checkpoint: str | None = None, device: str | None
     the one measured on CUDA if there is one, else on the CPU: under Ray the
     cluster decided, not the machine reading the records.
     """
-    checkpoint = checkpoint or resolve_checkpoint(params)
+    checkpoint = checkpoint or checkpoint_name(params)
     call = call or call_settings(params)
     if device is not None:
         devices = [device]

@@ -21,19 +21,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DQB_CACHE", Path.home() / ".cache" / "diffusion-quant-bench"))
 
 
-def _tiny_version() -> str:
-    # A change to the tiny configs gives a new folder, never a stale cache.
+def tiny_name(model: str) -> str:
+    """``tiny-<model>-<hash>``: names the tiny pipeline by its content (architecture, tokenizer words, call).
+
+    The name is what records carry as their checkpoint, and the cache folder's name: a change to the tiny
+    architecture gives new records and a new folder, while an edit that changes nothing built (a comment,
+    the order of the code) changes neither. Computing it builds nothing.
+    """
+    import json
+
     from . import tiny
 
-    return hashlib.sha256(Path(tiny.__file__).read_bytes()).hexdigest()[:12]
+    model_spec(model)
+    content = {"configs": tiny.TINY_CONFIGS[model], "call": tiny.TINY_CALL_DEFAULTS[model], "words": tiny._WORDS}
+    text = json.dumps(content, sort_keys=True, default=str)
+    return f"tiny-{model}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def ensure_tiny(model: str) -> Path:
     """Build and save the tiny pipeline of ``model`` once; return its folder."""
     from .tiny import build_tiny
 
-    model_spec(model)
-    path = cache_dir() / f"tiny-{model}-{_tiny_version()}"
+    path = cache_dir() / tiny_name(model)
     if (path / "model_index.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,15 +59,22 @@ def ensure_tiny(model: str) -> Path:
     return path
 
 
-def resolve_checkpoint(params: dict) -> str:
-    """The ``from_pretrained`` argument for these parameters."""
+def checkpoint_name(params: dict) -> str:
+    """What records carry as ``checkpoint``: the same on every machine, and nothing is built to know it."""
     if params["checkpoint"]:
         return params["checkpoint"]
     if params["preset"] == "tiny":
-        return str(ensure_tiny(params["model"]))
+        return tiny_name(params["model"])
     if params["preset"] == "random-full":
         return f"random-full:{params['model']}"  # no files: built in memory (random_full.py)
     return model_spec(params["model"]).hub_id
+
+
+def resolve_checkpoint(params: dict) -> str:
+    """The ``from_pretrained`` argument for these parameters, on this machine (builds the tiny pipeline once)."""
+    if params["preset"] == "tiny" and not params["checkpoint"]:
+        return str(ensure_tiny(params["model"]))
+    return checkpoint_name(params)
 
 
 def call_settings(params: dict) -> dict:

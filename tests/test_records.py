@@ -49,3 +49,21 @@ def test_a_section_measured_on_two_devices_says_so_beside_its_tables(tmp_path):
     assert note in report.results_markdown([rows])
     assert note in report.report_html(str(tmp_path), [rows])
     assert "not a comparison" in report.styled_tables(rows)[0].caption
+
+
+def test_record_keys_name_the_tiny_pipeline_by_content_and_reading_builds_nothing(tmp_path, monkeypatch):
+    import helpers.pipelines as pipelines
+    from helpers import grid, params as P, tiny
+
+    p = P.validate({"model": "sd3", "out_dir": str(tmp_path)})
+    name = pipelines.checkpoint_name(p)
+    assert name.startswith("tiny-sd3-") and "/" not in name, "a record's checkpoint is not a path of this machine"
+
+    def refuse(*a, **k):
+        raise AssertionError("reading records built a pipeline")
+
+    monkeypatch.setattr(pipelines, "ensure_tiny", refuse)
+    monkeypatch.setattr("torch.cuda.is_available", refuse)
+    assert grid.grid_records(p) == []
+    monkeypatch.setitem(tiny.TINY_CONFIGS["sd3"]["transformer"], "num_layers", 3)
+    assert pipelines.checkpoint_name(p) != name, "another tiny architecture gives other records"
