@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -c "from optimum.quanto.library.extensions import get_extension; get_extension('quanto_cpp').lib"
 	# The full-size memory predictions the report shows depend only on the architectures and the library
 	# versions: compute them once here (about 40 s; cached on disk under ~/.cache/diffusion-quant-bench).
-	$(PY) -m helpers estimate --format json > /dev/null
+	$(PY) -m helpers estimate --dtype fp16 bf16 --format json > /dev/null
 	$(PY) -m helpers estimate --params params/pixart.torchao.yaml --dtype bf16 --format json > /dev/null
 	touch $(STAMP)
 

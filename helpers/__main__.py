@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("estimate", help="predict every configuration's memory without weights or a GPU")
     e.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))
-    e.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES))
+    e.add_argument("--dtype", nargs="+", choices=DTYPES, default=[P.DEFAULTS["dtype"]], help="default: bf16")
     e.add_argument("--preset", choices=("full", "tiny"), default="full")
     e.add_argument("--params", help="YAML file: the grid (qtypes, quantize_te, fuse_qkv, batch_sizes, exclude)")
     e.add_argument("--format", choices=("table", "json"), default="table")

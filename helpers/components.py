@@ -42,10 +42,24 @@ def components_from_folder(path: str | Path) -> dict[str, Component]:
 
 
 def full_components(model: str) -> dict[str, Component]:
-    from .architectures import FULL
+    return {name: Component(*spec) for name, spec in model_spec(model).full.items()}
 
-    model_spec(model)
-    return {name: Component(*spec) for name, spec in FULL[model].items()}
+
+def tiny_components(model: str) -> dict[str, Component]:
+    return {name: Component(*spec) for name, spec in model_spec(model).tiny.items()}
+
+
+def instantiate(component: Component):
+    """The module of a component, initialised by its class (under the caller's device context and seed)."""
+    import diffusers
+    import transformers
+
+    if component.library == "diffusers":
+        cls = getattr(diffusers, component.class_name)
+        return cls.from_config({k: v for k, v in component.config.items() if not k.startswith("_")})
+    cls = getattr(transformers, component.class_name)
+    config = cls.config_class.from_dict({k: v for k, v in component.config.items() if k not in ("torch_dtype", "dtype")})
+    return cls(config)
 
 
 def _fp32_modules(module, dtype) -> set[str]:
@@ -61,22 +75,11 @@ def build_on_meta(component: Component, dtype: str, buffers_on_meta: bool = True
     ``buffers_on_meta=False`` (the random-full preset) computes the buffers for real,
     on the CPU, as the model's ``__init__`` does; only the parameters stay on meta.
     """
-    import diffusers
-    import transformers
     from accelerate import init_empty_weights
 
     target = torch_dtype(dtype)
     with torch.device("meta") if buffers_on_meta else init_empty_weights(include_buffers=False):
-        if component.library == "diffusers":
-            cls = getattr(diffusers, component.class_name)
-            config = {k: v for k, v in component.config.items() if not k.startswith("_")}
-            module = cls.from_config(config)
-        else:
-            cls = getattr(transformers, component.class_name)
-            config = cls.config_class.from_dict(
-                {k: v for k, v in component.config.items() if k not in ("torch_dtype", "dtype")}
-            )
-            module = cls(config)
+        module = instantiate(component)
     if component.library == "transformers":
         # from_pretrained ties shared weights (T5's embed_tokens to shared). Under accelerate's
         # init_empty_weights each registration makes a new meta parameter, so tie again outside it.

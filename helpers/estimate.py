@@ -1,7 +1,7 @@
 """Predict ``memory_gb`` of every configuration without weights or an accelerator.
 
 Each component is built on the meta device from its architecture (the full-size
-numbers in ``architectures.py``, or the config files of a saved pipeline such
+numbers in ``helpers/models/<model>.py``, or the config files of a saved pipeline such
 as the tiny preset's), given the dtypes ``from_pretrained`` gives its tensors,
 then taken through the very calls of a real run: ``fuse_qkv_projections()``
 and optimum-quanto ``quantize`` + ``freeze`` (``quant.apply_config``). Its bytes

@@ -20,7 +20,7 @@ from .registry import BACKEND_QTYPES, BACKENDS, COMPILE_MODES, DEVICES, DTYPES, 
 DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
 
 DEFAULTS: dict = {
-    "model": "pixart",
+    "model": next(iter(MODELS)),  # the first model registered
     "checkpoint": None,  # None: the preset's checkpoint (tiny cache or hub id)
     "preset": "tiny",  # tiny (offline) | full (hub checkpoint) | random-full (full size, random weights)
     "device": "auto",
@@ -202,17 +202,17 @@ SIZE_MULTIPLE = 16
 
 
 def _max_size(model: str, preset: str) -> int | None:
-    if preset == "tiny":
-        from .tiny import TINY_CONFIGS
+    """The largest side the transformer's position table allows (the model module says how it counts)."""
+    import math
 
-        arch = TINY_CONFIGS[model]["transformer"]
-    else:
-        from .architectures import FULL
+    from .registry import model_spec
 
-        arch = FULL[model]["transformer"][2]
-    if "pos_embed_max_size" not in arch:
+    spec = model_spec(model)
+    arch = (spec.tiny if preset == "tiny" else spec.full)["transformer"][2]
+    if spec.pos_embed is None:
         return None
-    return arch["pos_embed_max_size"] * arch["patch_size"] * 8
+    side = arch["pos_embed_max_size"] if spec.pos_embed == "per-side" else math.isqrt(arch["pos_embed_max_size"])
+    return side * arch["patch_size"] * 8
 
 
 def _check_size(p: dict) -> None:

@@ -32,8 +32,8 @@ def tiny_name(model: str) -> str:
 
     from . import tiny
 
-    model_spec(model)
-    content = {"configs": tiny.TINY_CONFIGS[model], "call": tiny.TINY_CALL_DEFAULTS[model], "words": tiny._WORDS}
+    spec = model_spec(model)
+    content = {"components": spec.tiny, "call": spec.tiny_call, "scheduler": spec.scheduler, "words": tiny.WORDS}
     text = json.dumps(content, sort_keys=True, default=str)
     return f"tiny-{model}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
@@ -81,9 +81,7 @@ def call_settings(params: dict) -> dict:
     """Steps, size and guidance: the parameters if given, else the preset's defaults."""
     spec = model_spec(params["model"])
     if params["preset"] == "tiny":
-        from .tiny import TINY_CALL_DEFAULTS
-
-        base = dict(TINY_CALL_DEFAULTS[params["model"]])
+        base = dict(spec.tiny_call)
     else:
         base = dict(
             height=spec.height,
@@ -96,10 +94,8 @@ def call_settings(params: dict) -> dict:
     for name, key in (("steps", "num_inference_steps"), ("height", "height"), ("width", "width")):
         if params[name] is not None:
             base[key] = params[name]
-    if params["model"] == "pixart" and (params["height"] is not None or params["width"] is not None):
-        # PixArt-Sigma would otherwise generate at the nearest 1024-px aspect bin and resize: the size asked
-        # for is the size measured.
-        extra["use_resolution_binning"] = False
+    if params["height"] is not None or params["width"] is not None:
+        extra.update(spec.sized_call_kwargs)  # e.g. no resolution binning: the size asked for is measured
     if params["max_sequence_length"] is not None:
         extra["max_sequence_length"] = params["max_sequence_length"]
     if params["guidance_scale"] is not None:

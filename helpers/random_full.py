@@ -3,7 +3,7 @@
 Latency and memory depend on the architecture, the dtype and the kernels, not on
 the weights' values, so a GPU can be benchmarked at full size without downloading
 (or being granted) a checkpoint. Each component is built from the shipped
-architecture (``architectures.py``) exactly as the memory estimate builds it —
+architecture (its model module's ``full``) exactly as the memory estimate builds it —
 the dtypes ``from_pretrained`` would give every tensor — with the parameters on
 the meta device; then each parameter is allocated once, directly in its dtype on
 the target device, and filled with seeded N(0, 0.02) values, tiled from one
@@ -30,12 +30,8 @@ def build(model: str, dtype: str, device: str, seed: int = 0):
         module = build_on_meta(component, dtype, buffers_on_meta=False)
         materialize(module, device, generator)
         modules[name] = module.eval()
-    t5 = tiny._t5_tokenizer(vocab_size=32128)
-    clip = tiny._clip_tokenizer(vocab_size=49408)
-    tokenizers = {"pixart": {"tokenizer": t5},
-                  "flux-dev": {"tokenizer": clip, "tokenizer_2": t5},
-                  "sd3": {"tokenizer": clip, "tokenizer_2": clip, "tokenizer_3": t5}}[model]  # fmt: skip
     assert set(spec.text_encoders) <= set(modules)
+    tokenizers = tiny.tokenizers(full_components(model))  # at the real vocabulary sizes
     pipe = pipeline_class(model)(**modules, **tokenizers, scheduler=tiny.scheduler(model))
     pipe.set_progress_bar_config(disable=True)
     return pipe

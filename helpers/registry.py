@@ -7,64 +7,8 @@ that lists the valid choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the project needs to know about one published pipeline."""
-
-    key: str
-    title: str  # as the model's authors write it
-    hub_id: str
-    pipeline_class: str  # name in ``diffusers``
-    text_encoders: tuple[str, ...]  # attribute names on the pipeline
-    # The pipeline's own defaults for full-size runs (its ``__call__`` defaults).
-    steps: int
-    height: int
-    width: int
-    guidance_scale: float
-    # Extra keyword arguments every call of this pipeline needs.
-    call_kwargs: dict = field(default_factory=dict)
-
-
-MODELS: dict[str, ModelSpec] = {
-    "pixart": ModelSpec(
-        key="pixart",
-        title="PixArt-Sigma",
-        hub_id="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
-        pipeline_class="PixArtSigmaPipeline",
-        text_encoders=("text_encoder",),
-        steps=20,
-        height=1024,
-        width=1024,
-        guidance_scale=4.5,
-        # The pipeline's default (True) needs ftfy and bs4 and falls back to False with a warning.
-        call_kwargs={"clean_caption": False},
-    ),
-    "flux-dev": ModelSpec(
-        key="flux-dev",
-        title="FLUX.1-dev",
-        hub_id="black-forest-labs/FLUX.1-dev",
-        pipeline_class="FluxPipeline",
-        text_encoders=("text_encoder", "text_encoder_2"),
-        steps=28,
-        height=1024,
-        width=1024,
-        guidance_scale=3.5,
-    ),
-    "sd3": ModelSpec(
-        key="sd3",
-        title="Stable Diffusion 3 medium",
-        hub_id="stabilityai/stable-diffusion-3-medium-diffusers",
-        pipeline_class="StableDiffusion3Pipeline",
-        text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
-        steps=28,
-        height=1024,
-        width=1024,
-        guidance_scale=7.0,
-    ),
-}
+from .models import SPECS as MODELS
+from .models.spec import ModelSpec
 
 DTYPES = ("fp16", "bf16")
 QTYPES = ("none", "int8", "fp8", "int4")  # optimum-quanto's, the published grid
@@ -87,6 +31,7 @@ def _check(kind: str, name: str, choices) -> None:
 
 
 def model_spec(name: str) -> ModelSpec:
+    """The model module's ``SPEC`` (``helpers/models/<name>.py``)."""
     _check("model", name, tuple(MODELS))
     return MODELS[name]
 

@@ -60,7 +60,12 @@ PUBLISHED = {
     ("pixart", "vae"): (83.7e6, 0.01),
     ("flux-dev", "vae"): (83.7e6, 0.01),
     ("sd3", "vae"): (83.7e6, 0.01),
+    # AuraFlow v0.1 announcement (fal, July 2024): "6.8B parameters"; its VAE is SDXL's.
+    ("auraflow", "transformer"): (6.8e9, 0.05),
+    ("auraflow", "vae"): (83.7e6, 0.01),
 }
+# No published count of the encoder half alone: Pile-T5-XL's model card gives the whole encoder-decoder.
+UNPUBLISHED = {("auraflow", "text_encoder")}
 
 
 def test_full_size_parameter_counts_match_the_published_sizes(tmp_path, monkeypatch):
@@ -72,9 +77,25 @@ def test_full_size_parameter_counts_match_the_published_sizes(tmp_path, monkeypa
         counts.update({(model, n): c for n, c in row["parameters"].items()})
         # bf16: two bytes a parameter, nothing kept in float32, one non-persistent float32 buffer at most
         assert row["memory_bytes"] >= 2 * sum(row["parameters"].values())
-    assert set(counts) == set(PUBLISHED)
+    assert set(counts) == set(PUBLISHED) | UNPUBLISHED
     for key, (published, rel) in PUBLISHED.items():
         assert counts[key] == pytest.approx(published, rel=rel), key
+
+
+def test_auraflow_transformer_is_what_diffusers_conversion_script_builds():
+    """The script builds AuraFlowTransformer2DModel(num_mmdit_layers=4, num_single_dit_layers=32) from the
+    original checkpoint and leaves every other argument at the class defaults: the shipped numbers must be
+    exactly those defaults."""
+    import inspect
+
+    import diffusers
+
+    from helpers.registry import model_spec
+
+    library, cls, kwargs = model_spec("auraflow").full["transformer"]
+    signature = inspect.signature(getattr(diffusers, cls).__init__).parameters
+    defaults = {k: p.default for k, p in signature.items() if k != "self"}
+    assert {**defaults, "num_mmdit_layers": 4, "num_single_dit_layers": 32} == kwargs
 
 
 def test_cli_prints_json_with_the_documented_keys(tiny_cache):

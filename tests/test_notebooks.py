@@ -36,7 +36,7 @@ def test_notebook_is_thin_and_clean(model):
 
 # Every notebook once, both dtypes between them: a kernel's start costs more than its four configurations,
 # and the dtype is only a parameter. Two batches into one folder: the results document covers both.
-SECTIONS = {"pixart": "bf16", "flux-dev": "fp16", "sd3": "bf16"}
+SECTIONS = {"pixart": "bf16", "flux-dev": "fp16", "sd3": "bf16", "auraflow": "fp16"}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -111,7 +111,7 @@ def test_results_document_has_the_published_format(batch_out):
     text = (batch_out / "RESULTS.md").read_text()
     assert text.startswith("# Experiment Results\n")
     sections = _parse_results(text)
-    expected_titles = {"pixart": "Pixart", "flux-dev": "Flux-dev", "sd3": "Sd3"}
+    expected_titles = {"pixart": "Pixart", "flux-dev": "Flux-dev", "sd3": "Sd3", "auraflow": "Auraflow"}
     assert set(sections) == {(expected_titles[m], 1, d) for m, d in SECTIONS.items()}
     for (title, _, dtype), s in sections.items():
         model = title.lower()

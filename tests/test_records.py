@@ -53,7 +53,8 @@ def test_a_section_measured_on_two_devices_says_so_beside_its_tables(tmp_path):
 
 def test_record_keys_name_the_tiny_pipeline_by_content_and_reading_builds_nothing(tmp_path, monkeypatch):
     import helpers.pipelines as pipelines
-    from helpers import grid, params as P, tiny
+    from helpers import grid, params as P
+    from helpers.registry import model_spec
 
     p = P.validate({"model": "sd3", "out_dir": str(tmp_path)})
     name = pipelines.checkpoint_name(p)
@@ -65,5 +66,6 @@ def test_record_keys_name_the_tiny_pipeline_by_content_and_reading_builds_nothin
     monkeypatch.setattr(pipelines, "ensure_tiny", refuse)
     monkeypatch.setattr("torch.cuda.is_available", refuse)
     assert grid.grid_records(p) == []
-    monkeypatch.setitem(tiny.TINY_CONFIGS["sd3"]["transformer"], "num_layers", 3)
+    library, cls, kwargs = model_spec("sd3").tiny["transformer"]
+    monkeypatch.setitem(model_spec("sd3").tiny, "transformer", (library, cls, {**kwargs, "num_layers": 3}))
     assert pipelines.checkpoint_name(p) != name, "another tiny architecture gives other records"

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 
 import pytest
 import torch
 
 from helpers import tiny
-from helpers.tiny import TINY_CALL_DEFAULTS, TINY_MODELS, build_tiny, check_width
+from helpers.registry import MODELS, model_spec
+from helpers.tiny import build_tiny, check_width
 
-PIPELINE_CLASS = {
-    "pixart": "PixArtSigmaPipeline",
-    "flux-dev": "FluxPipeline",
-    "sd3": "StableDiffusion3Pipeline",
-}
 
 
 def _hashes(root):
@@ -29,10 +24,10 @@ def _hashes(root):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {m: build_tiny(m, root / m) for m in TINY_MODELS}
+    return {m: build_tiny(m, root / m) for m in MODELS}
 
 
-@pytest.mark.parametrize("model", TINY_MODELS)
+@pytest.mark.parametrize("model", MODELS)
 def test_load_bf16_and_generate(built, model):
     from diffusers import DiffusionPipeline
 
@@ -43,10 +38,10 @@ def test_load_bf16_and_generate(built, model):
 
     pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=torch.bfloat16, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
-    assert type(pipe).__name__ == PIPELINE_CLASS[model]
+    assert type(pipe).__name__ == model_spec(model).pipeline_class
     assert pipe.transformer.dtype == torch.bfloat16
 
-    kwargs = dict(TINY_CALL_DEFAULTS[model])
+    kwargs = dict(model_spec(model).tiny_call)
     kwargs.update(kwargs.pop("extra_call_kwargs", {}))
     assert kwargs["num_inference_steps"] == 2
     out = pipe("a photo of a cat", generator=torch.Generator().manual_seed(0), output_type="pil", **kwargs)
@@ -60,27 +55,24 @@ def test_load_bf16_and_generate(built, model):
             continue
         for sub in module.modules():
             if isinstance(sub, torch.nn.Linear):
-                assert sub.in_features % 32 == 0, (name, sub)
-
-
-def test_call_defaults_cover_models():
-    assert set(TINY_CALL_DEFAULTS) == set(TINY_MODELS)
-    assert TINY_CALL_DEFAULTS["pixart"]["extra_call_kwargs"]["use_resolution_binning"] is False
+                assert sub.in_features % 16 == 0, (name, sub)
 
 
 def test_check_width():
-    check_width("hidden", 64)
+    check_width("hidden", 16)
     check_width("hidden", 128)
-    for bad in (48, 0, -32, 100, 64.0):
+    for bad in (24, 0, -32, 100, 64.0):
         with pytest.raises(ValueError):
             check_width("hidden", bad)
 
 
 def test_builder_refuses_bad_width(tmp_path, monkeypatch):
-    configs = copy.deepcopy(tiny.TINY_CONFIGS)
-    configs["sd3"]["text_encoder_3"]["d_ff"] = 48
-    monkeypatch.setattr(tiny, "TINY_CONFIGS", configs)
-    with pytest.raises(ValueError, match="d_ff"):
+    from helpers.registry import model_spec
+
+    spec = model_spec("sd3")
+    library, cls, kwargs = spec.tiny["text_encoder_3"]
+    monkeypatch.setitem(spec.tiny, "text_encoder_3", (library, cls, {**kwargs, "d_ff": 40}))
+    with pytest.raises(ValueError, match="in_features=40"):
         build_tiny("sd3", tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 
@@ -92,7 +84,7 @@ def test_unknown_model(tmp_path):
 
 def test_builds_are_deterministic(built, tmp_path):
     rng_before = torch.random.get_rng_state()
-    for model in TINY_MODELS:
+    for model in MODELS:
         again = build_tiny(model, tmp_path / model)
         assert _hashes(again) == _hashes(built[model])
     # Building does not disturb the caller's global RNG.
@@ -104,7 +96,6 @@ def test_builds_are_deterministic(built, tmp_path):
 
 
 def test_a_scheduler_for_an_unknown_model_is_refused():
-    from helpers import tiny
 
     with pytest.raises(ValueError, match="unknown model 'sdxl'"):
         tiny.scheduler("sdxl")
