@@ -29,7 +29,7 @@ class Run:
     model: str
     dtype: str
     injected: dict  # what papermill injects into the notebook
-    params: dict  # the validated, complete parameters
+    params: P.Params  # the validated, complete parameters
 
     @property
     def name(self) -> str:
@@ -79,7 +79,7 @@ def _update_manifest(out_dir: str, runs: list[Run]) -> list[dict]:
     path = Path(out_dir) / "sections.json"
     sections = json.loads(path.read_text()) if path.is_file() else {}
     for run in runs:
-        sections[run.name] = run.params
+        sections[run.name] = dict(run.params)
     order = {name: i for i, name in enumerate(MODELS)}
     ordered = sorted(
         sections.values(),

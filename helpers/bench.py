@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from . import measure
+from .params import Params, validate
 from .grid import run_grid
 
 
@@ -25,17 +26,18 @@ def _line(name: str, rows, wall_s: float, slots: int) -> str:
             f"slots {slots:>2}  parallel efficiency {efficiency:6.1%}")  # fmt: skip
 
 
-def compare_executors(params: dict, address: str | None = None) -> str:
+def compare_executors(params: Params, address: str | None = None) -> str:
     """Run ``params``' grid inline and on Ray; return the report (a few lines of text)."""
     import ray
 
     from .cluster import Session, start_local
 
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
-        inline = {**params, "executor": "inline", "ray_address": None, "out_dir": str(Path(tmp) / "inline")}
+        inline = validate({**params, "executor": "inline", "ray_address": None, "ray_resources": None,
+                           "out_dir": str(Path(tmp) / "inline")})
         inline_rows, inline_s = measure.timed(lambda: run_grid(inline, progress=False))
 
-        on_ray = {**params, "executor": "ray", "ray_address": address, "out_dir": str(Path(tmp) / "ray")}
+        on_ray = validate({**params, "executor": "ray", "ray_address": address, "out_dir": str(Path(tmp) / "ray")})
         if address is None:
             _, start_s = measure.timed(start_local)
         else:

@@ -32,6 +32,8 @@ import signal
 import threading
 from dataclasses import dataclass
 
+from .params import Params
+
 # An embedded cluster serves one process: it talks over 127.0.0.1 only (without the first variable Ray
 # advertises the machine's network interface) and sends no usage statistics anywhere.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -87,7 +89,7 @@ class Session:
 
     local = False  # configurations run where Ray places them
 
-    def __init__(self, params: dict):
+    def __init__(self, params: Params):
         self.params = params
         self.own_connection = False  # ray.init was ours: disconnect (and stop an embedded cluster) at the end
         self.outstanding: dict = {}

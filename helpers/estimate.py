@@ -31,6 +31,7 @@ from .components import (
     full_components,
 )
 from .measure import GB, tensor_bytes
+from .params import Params
 from .quant import apply_config, quantize_module, torchao_linears
 from .registry import model_spec
 
@@ -89,7 +90,7 @@ class _Pipeline:
         self.__dict__.update(modules)
 
 
-def estimate(model: str, dtype: str, params: dict, components: dict[str, Component]) -> list[dict]:
+def estimate(model: str, dtype: str, params: Params, components: dict[str, Component]) -> list[dict]:
     """One row per configuration of the grid in ``params``: predicted bytes per component and in all.
 
     A component's bytes depend only on what is done to it (the transformer: qtype
@@ -169,7 +170,7 @@ def components_for(model: str, preset: str) -> dict[str, Component]:
     raise ValueError(f"unknown preset {preset!r} for an estimate; valid choices: full, tiny")
 
 
-def predict(params: dict, preset: str = "full") -> list[dict]:
+def predict(params: Params, preset: str = "full") -> list[dict]:
     """``estimate`` for the grid of ``params`` (its model and dtype), cached on disk.
 
     The cache key holds everything the result depends on: the architectures, the
@@ -202,7 +203,7 @@ def predict(params: dict, preset: str = "full") -> list[dict]:
     return rows
 
 
-def predicted_gb(params: dict) -> dict[tuple, float] | None:
+def predicted_gb(params: Params) -> dict[tuple, float] | None:
     """Full-size predicted memory_gb by (qtype, quantize_te, fuse_qkv, batch_size).
 
     ``None`` for bitsandbytes (the estimate says so); a configuration the meta device

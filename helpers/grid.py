@@ -16,21 +16,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import measure, records
-from .params import Config, configs, reference_of
+from .params import Config, Params, configs, reference_of
 from .pipelines import call_settings, checkpoint_name, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
 from .registry import torch_device
 
 
-def section_name(params: dict) -> str:
+def section_name(params: Params) -> str:
     return records.section_name(params["model"], params["dtype"], params["backend"])
 
 
-def results_path(params: dict) -> Path:
+def results_path(params: Params) -> Path:
     return Path(params["out_dir"]) / "results" / f"{section_name(params)}.jsonl"
 
 
-def _base_record(params: dict, config: Config, checkpoint: str, device: str, call: dict) -> records.Record:
+def _base_record(params: Params, config: Config, checkpoint: str, device: str, call: dict) -> records.Record:
     return records.Record(
         model=params["model"],
         checkpoint=checkpoint,
@@ -57,7 +57,7 @@ def _base_record(params: dict, config: Config, checkpoint: str, device: str, cal
     )
 
 
-def _outputs(params: dict, config: Config) -> tuple[list[Path], Path]:
+def _outputs(params: Params, config: Config) -> tuple[list[Path], Path]:
     """(image per prompt, latents file), relative to out_dir."""
     folder = section_name(params)
     images = [
@@ -67,7 +67,7 @@ def _outputs(params: dict, config: Config) -> tuple[list[Path], Path]:
     return images, Path("latents") / folder / f"{config.slug}.safetensors"
 
 
-def _load_outputs(params: dict, config: Config):
+def _load_outputs(params: Params, config: Config):
     from PIL import Image
     from safetensors.torch import load_file
 
@@ -109,7 +109,7 @@ def _where(device: str) -> dict:
     )  # fmt: skip
 
 
-def execute(params: dict, checkpoint: str, device: str, call: dict, config: Config) -> Outcome:
+def execute(params: Params, checkpoint: str, device: str, call: dict, config: Config) -> Outcome:
     """Load, prepare and measure one configuration where it runs; never raises for a failing configuration.
 
     The task body of every executor: it writes nothing. The first prompt is
@@ -122,7 +122,7 @@ def execute(params: dict, checkpoint: str, device: str, call: dict, config: Conf
     return outcome
 
 
-def _execute(params: dict, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
+def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
     import io
 
     from safetensors.torch import save
@@ -209,7 +209,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _store(params: dict, config: Config, outcome: Outcome) -> records.Record:
+def _store(params: Params, config: Config, outcome: Outcome) -> records.Record:
     """The driver writes a finished configuration's images and latents under ``out_dir``."""
     record = outcome.record
     if record.status != "ok":
@@ -224,7 +224,7 @@ def _store(params: dict, config: Config, outcome: Outcome) -> records.Record:
     return record
 
 
-def _add_fidelity(params: dict, record: records.Record, config: Config) -> None:
+def _add_fidelity(params: Params, record: records.Record, config: Config) -> None:
     """Compare a stored ``ok`` configuration with its stored ``ok`` reference, per prompt."""
     from . import fidelity
 
@@ -263,7 +263,7 @@ def _clip_available() -> bool:
     return available
 
 
-def run_grid(params: dict, progress: bool = True) -> list[records.Record]:
+def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
     """Run every configuration not yet recorded ``ok`` or ``skipped``; return the latest records.
 
     ``executor: inline`` runs them one after another in this process; ``ray``
@@ -342,7 +342,7 @@ class _Inline:
             yield config, job(config)
 
 
-def _executor(params: dict):
+def _executor(params: Params):
     if params["executor"] == "ray":
         from .cluster import Session
 
@@ -354,7 +354,7 @@ def _base_key(params, config, checkpoint, device, call) -> str:
     return _base_record(params, config, checkpoint, device, call).config_key()
 
 
-def grid_records(params: dict, checkpoint: str | None = None, device: str | None = None, call: dict | None = None):
+def grid_records(params: Params, checkpoint: str | None = None, device: str | None = None, call: dict | None = None):
     """The latest record of each configuration of this grid (missing ones left out), in grid order.
 
     With ``device: auto`` and no ``device`` given, a configuration's record is

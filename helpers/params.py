@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -115,11 +116,55 @@ def load_params_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def validate(params: dict) -> dict:
+@dataclass(frozen=True)
+class Params(Mapping):
+    """Validated parameters: typed, frozen, complete. Read as ``p.dtype`` or, like the plain dict of a
+    params file or a notebook, ``p["dtype"]``; ``dict(p)`` gives the plain names back (YAML, JSON)."""
+
+    model: str
+    checkpoint: str | None
+    preset: str
+    device: str
+    dtype: str
+    backend: str
+    qtypes: list[str]
+    quantize_te: list[bool]
+    fuse_qkv: list[bool]
+    batch_sizes: list[int]
+    exclude: list[str]
+    steps: int | None
+    height: int | None
+    width: int | None
+    guidance_scale: float | None
+    max_sequence_length: int | None
+    prompts: list[str]
+    quality_metrics: list[str]
+    seed: int
+    warmup: int
+    repeats: int
+    compile: bool | str
+    out_dir: str
+    executor: str
+    ray_address: str | None
+    ray_resources: dict | None
+
+    def __getitem__(self, key: str):
+        if key not in DEFAULTS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(DEFAULTS)
+
+    def __len__(self) -> int:
+        return len(DEFAULTS)
+
+
+def validate(params) -> Params:
     """Merge ``params`` over ``DEFAULTS`` and check every key, type and choice.
 
-    Returns a new, complete dict. Raises ``ValueError`` naming the bad key and
-    what it accepts.
+    Returns a new, complete ``Params``. Raises ``ValueError`` naming the bad key
+    and what it accepts.
     """
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
@@ -168,7 +213,7 @@ def validate(params: dict) -> dict:
     _check_size(merged)
     _check_checkpoint(merged)
     merged["out_dir"] = str(merged["out_dir"])
-    return merged
+    return Params(**merged)
 
 
 # Ray task resources a params file may set (Ray's own names).
@@ -286,7 +331,7 @@ def hub_available(repo_id: str) -> bool:
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open", "display"}
 
 
-def from_namespace(namespace: dict) -> dict:
+def from_namespace(namespace: dict) -> Params:
     """The parameters a notebook holds: every plain value its cells defined.
 
     Called right after the parameters cell (and papermill's injected one), so a
@@ -318,7 +363,7 @@ class Config:
         return f"{self.qtype}_qte{int(self.quantize_te)}_fuse{int(self.fuse_qkv)}_bs{self.batch_size}"
 
 
-def configs(params: dict) -> list[Config]:
+def configs(params: Params) -> list[Config]:
     """The grid in the order it runs (the parameters' order: ``none`` first by default)."""
     return [
         Config(q, te, fuse, bs)
@@ -331,3 +376,6 @@ def configs(params: dict) -> list[Config]:
 def reference_of(config: Config) -> Config:
     """The unquantized configuration a configuration's fidelity is measured against."""
     return Config("none", False, config.fuse_qkv, config.batch_size)
+
+
+assert [f.name for f in fields(Params)] == list(DEFAULTS), "Params has every parameter, in DEFAULTS' order"

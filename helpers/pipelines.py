@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .params import Params
 from .registry import model_spec, torch_device, torch_dtype
 
 
@@ -59,7 +60,7 @@ def ensure_tiny(model: str) -> Path:
     return path
 
 
-def checkpoint_name(params: dict) -> str:
+def checkpoint_name(params: Params) -> str:
     """What records carry as ``checkpoint``: the same on every machine, and nothing is built to know it."""
     if params["checkpoint"]:
         return params["checkpoint"]
@@ -70,14 +71,14 @@ def checkpoint_name(params: dict) -> str:
     return model_spec(params["model"]).hub_id
 
 
-def resolve_checkpoint(params: dict) -> str:
+def resolve_checkpoint(params: Params) -> str:
     """The ``from_pretrained`` argument for these parameters, on this machine (builds the tiny pipeline once)."""
     if params["preset"] == "tiny" and not params["checkpoint"]:
         return str(ensure_tiny(params["model"]))
     return checkpoint_name(params)
 
 
-def call_settings(params: dict) -> dict:
+def call_settings(params: Params) -> dict:
     """Steps, size and guidance: the parameters if given, else the preset's defaults."""
     spec = model_spec(params["model"])
     if params["preset"] == "tiny":

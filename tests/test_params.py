@@ -43,3 +43,16 @@ def test_params_file_must_be_a_mapping(tmp_path):
         P.load_params_file(f)
     f.write_text("")
     assert P.load_params_file(f) == {}
+
+
+def test_validated_parameters_are_a_typed_frozen_object_that_still_reads_as_plain_names():
+    import dataclasses
+    import json
+
+    p = P.validate({"model": "sd3", "qtypes": ["int8"]})
+    assert isinstance(p, P.Params) and p.model == p["model"] == "sd3" and p.qtypes == ["int8"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.dtype = "fp16"
+    assert list(p) == list(P.DEFAULTS) and P.validate(json.loads(json.dumps(dict(p)))) == p
+    with pytest.raises(KeyError):
+        p["stpes"]
