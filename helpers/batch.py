@@ -19,6 +19,7 @@ from .figures import image_grid, tradeoff_chart
 from .grid import grid_records
 from .records import section_name
 from .registry import BACKENDS, DTYPES, MODELS
+from .registry import backend as backend_module
 from .report import write_report_html, write_results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +151,7 @@ def run_batch(
 
     # The full-size predictions first, on every core (the notebooks then find them cached):
     # nothing is being timed yet, so nothing competes with a measurement.
-    predict_many([run.params for run in runs if run.params["backend"] in ("quanto", "torchao")])
+    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
     executed = Path(out_dir) / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     on_ray = [run for run in runs if run.params["executor"] == "ray"]

@@ -4,7 +4,7 @@ Each component is built on the meta device from its architecture (the full-size
 numbers in ``helpers/models/<model>.py``, or the config files of a saved pipeline such
 as the tiny preset's), given the dtypes ``from_pretrained`` gives its tensors,
 then taken through the very calls of a real run: ``fuse_qkv_projections()``
-and optimum-quanto ``quantize`` + ``freeze`` (``quant.apply_config``). Its bytes
+and the backend's own quantization (its module's ``on_meta`` hook, ``helpers/backends/``). Its bytes
 are counted by ``measure.tensor_bytes``, the function that measures a real run.
 
 What ``from_pretrained(path, dtype=...)`` does to dtypes, reproduced here:
@@ -32,30 +32,9 @@ from .components import (
 )
 from .measure import GB, tensor_bytes
 from .params import Params
-from .quant import apply_config, quantize_module, torchao_linears
+from .registry import BACKEND_MODULES
+from .registry import backend as backend_module
 from .registry import model_spec
-
-
-def _torchao_as_transformers_loads(module, qtype: str) -> None:
-    """torchao's ``quantize_`` on the Linears that transformers' own torchao quantizer would convert.
-
-    At load, transformers leaves out the modules its quantizer lists as not to
-    convert (the last module, e.g. CLIP's ``text_projection``; tied and output
-    embeddings; ``_keep_in_fp32_modules`` such as T5's ``wo`` in fp16): its own
-    functions decide here too.
-    """
-    import transformers
-    from torchao.quantization import quantize_
-    from transformers.quantizers.auto import AutoHfQuantizer
-
-    from .registry import torchao_config
-
-    config = torchao_config(qtype)
-    if config is None:
-        return
-    quantizer = AutoHfQuantizer.from_config(transformers.TorchAoConfig(config))
-    quantizer._process_model_before_weight_loading(module)
-    quantize_(module, config, filter_fn=lambda m, name: quantizer.param_needs_quantization(module, f"{name}.weight"))
 
 
 def _stored(key: dict, compute) -> tuple[int, int]:
@@ -83,13 +62,6 @@ class NotPredicted(Exception):
     """The estimate does not reproduce this backend or quantization (it says so rather than guess)."""
 
 
-class _Pipeline:
-    """The attributes ``quant.apply_config`` uses, holding meta-built components."""
-
-    def __init__(self, modules: dict):
-        self.__dict__.update(modules)
-
-
 def estimate(model: str, dtype: str, params: Params, components: dict[str, Component]) -> list[dict]:
     """One row per configuration of the grid in ``params``: predicted bytes per component and in all.
 
@@ -100,9 +72,10 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
     from .params import configs
 
     spec = model_spec(model)
-    backend = params.get("backend", "quanto")
-    if backend not in ("quanto", "torchao"):
-        raise NotPredicted(f"the estimate covers quanto and torchao, not {backend!r}")
+    backend = params["backend"]
+    hooks = backend_module(backend)
+    if not hooks.PREDICTED:
+        raise NotPredicted(f"the estimate covers {', '.join(n for n, b in BACKEND_MODULES.items() if b.PREDICTED)}, not {backend!r}")
     cache: dict[tuple, tuple[int, int]] = {}
 
     def variant(name: str, qtype: str, fuse: bool) -> tuple[int, int]:
@@ -119,15 +92,12 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
     def _count(name: str, qtype: str, fuse: bool) -> tuple[int, int]:
         module = build_on_meta(components[name], dtype)
         params_count = sum(p.numel() for p in module.parameters())
-        pipe = _Pipeline({name: module})
         if name == "transformer":
-            apply_config(pipe, model, qtype, False, fuse, params["exclude"], backend)
-            if backend == "torchao" and not fuse:  # what diffusers' TorchAoConfig does at load
-                torchao_linears(module, qtype, params["exclude"])
-        elif backend == "torchao":
-            _torchao_as_transformers_loads(module, qtype)
+            if fuse:
+                module.fuse_qkv_projections()
+            hooks.on_meta(module, qtype, params["exclude"], True, fuse)
         else:
-            quantize_module(module, qtype)
+            hooks.on_meta(module, qtype, [], False, False)
         return tensor_bytes([module]), params_count
 
     rows = []
@@ -188,7 +158,7 @@ def predict(params: Params, preset: str = "full") -> list[dict]:
         "components": {n: vars(c) for n, c in components.items()},
         "dtype": dtype,
         "grid": {k: params[k] for k in grid_keys},
-        "backend": params.get("backend", "quanto"),
+        "backend": params["backend"],
         "versions": library_versions(),
     }
     digest = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -113,15 +113,18 @@ def config_key(config: dict) -> str:
     return json.dumps({name: config[name] for name in CONFIG_FIELDS}, sort_keys=True)
 
 
-# Every library whose version can change a figure (or where it was computed).
-VERSIONED = ("torch", "diffusers", "transformers", "optimum-quanto", "torchao", "bitsandbytes", "ray")
+def _versioned() -> tuple[str, ...]:
+    """Every library whose version can change a figure (or where it was computed): each backend's package too."""
+    from .backends import BACKENDS
+
+    return ("torch", "diffusers", "transformers", *(b.PACKAGE for b in BACKENDS.values()), "ray")
 
 
 @functools.lru_cache(maxsize=None)
 def _versions() -> tuple:
     from importlib.metadata import version
 
-    return tuple((name, version(name)) for name in VERSIONED)
+    return tuple((name, version(name)) for name in _versioned())
 
 
 def library_versions() -> dict[str, str]:

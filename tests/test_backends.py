@@ -34,6 +34,16 @@ def test_torchao_quantizes_every_linear_to_its_layout(tiny_paths, model, qtype):
     assert tensor_bytes([pipe.text_encoder]) == tensor_bytes([plain.text_encoder])  # quantize_te off
 
 
+def test_every_backend_module_has_the_interface():
+    from helpers.backends import BACKENDS
+
+    for name, b in BACKENDS.items():
+        assert b.NAME == name and b.QTYPES[0] == "none" and isinstance(b.PREDICTED, bool) and b.PACKAGE
+        for hook in ("unsupported", "load_time", "after_load", "on_meta"):
+            assert callable(getattr(b, hook)), (name, hook)
+        assert b.unsupported("none", "cpu") is None
+
+
 def test_torchao_grid_records_every_configuration_ok_or_skipped(tmp_path, tiny_paths):
     p = P.validate(dict(model="pixart", backend="torchao", quantize_te=[False, True], fuse_qkv=[False, True],
                         warmup=0, repeats=1, device="cpu", out_dir=str(tmp_path)))  # fmt: skip
@@ -49,6 +59,7 @@ def test_torchao_grid_records_every_configuration_ok_or_skipped(tmp_path, tiny_p
     ok = {(r.qtype, r.quantize_te): r for r in rows if r.status == "ok" and not r.fuse_qkv}
     assert ok[("int8wo", True)].memory_bytes < ok[("int8wo", False)].memory_bytes < ok[("none", False)].memory_bytes
     assert all(r.backend == "torchao" for r in rows) and grid.results_path(p).name == "pixart_bf16_torchao.jsonl"
+    assert all(r.versions["torchao"] == "0.18.0" for r in rows if r.status == "ok"), "records name torchao's version"
     text = report.results_markdown([rows])
     assert "## Pixart - Batch Size: 1, Data Type: bf16 - Backend: torchao" in text
     assert "![pixart bf16 torchao Comparison](image_grids/pixart_bf16_torchao_comparison.png)" in text

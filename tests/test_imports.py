@@ -7,19 +7,31 @@ PACKAGE = Path(__file__).resolve().parents[1] / "helpers"
 
 
 def _graph() -> dict[str, set[str]]:
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    """Module -> the package modules it imports (``models.spec``, ``grid``, ...), subpackages included."""
+    paths = {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in PACKAGE.rglob("*.py")}
+    names = {name.removesuffix(".__init__") for name in paths}
     graph = {}
-    for path in PACKAGE.glob("*.py"):
+    for name, path in paths.items():
+        module = name.removesuffix(".__init__")
+        package = module if name.endswith("__init__") else module.rpartition(".")[0]
         edges = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    edges.add(node.module.split(".")[0])
-                else:
-                    edges |= {a.name for a in node.names if a.name in modules}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("helpers."):
-                edges.add(node.module.split(".")[1])
-        graph[path.stem] = edges - {path.stem}
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("helpers."):
+                target = node.module.removeprefix("helpers.")
+            else:
+                continue
+            for alias in node.names:  # "from . import x" and "from .pkg import module" import modules
+                if f"{target}.{alias.name}".strip(".") in names:
+                    edges.add(f"{target}.{alias.name}".strip("."))
+            if target in names:
+                edges.add(target)
+        graph[module] = edges - {module}
     return graph
 
 
@@ -46,7 +58,8 @@ def _cycle(graph):
 
 def test_the_import_graph_has_no_circle():
     graph = _graph()
-    assert {"grid", "estimate", "random_full", "components", "cluster"} <= set(graph)
+    assert {"grid", "estimate", "random_full", "components", "cluster", "models.sd3", "backends.torchao"} <= set(graph)
+    assert "models.spec" in graph["models.auraflow"] and "backends" in graph["registry"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 

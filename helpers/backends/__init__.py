@@ -1,0 +1,20 @@
+"""One module per quantization backend; a new backend is its module and one line here.
+
+Every backend module has the same small interface:
+
+- ``NAME``, ``PACKAGE`` (the distribution whose version records carry), ``QTYPES``
+  (its own names, ``none`` first: the unquantized reference), ``PREDICTED``
+  (whether the memory estimate reproduces it);
+- ``unsupported(qtype, device)``: why this device cannot run it, or ``None``;
+- ``load_time(qtype, library, dtype, exclude, transformer, fuse_qkv)``: the
+  diffusers / transformers quantization config one component loads with, or
+  ``None`` (``dtype`` is the torch dtype; ``library`` the component's);
+- ``after_load(module, qtype, exclude, transformer, fuse_qkv)``: what is done to
+  one loaded (and, for the transformer, fused) component;
+- ``on_meta(...)`` with the same arguments: the estimate's hook, what loading
+  plus ``after_load`` do to a component built on the meta device.
+"""
+
+from . import bnb, quanto, torchao
+
+BACKENDS = {b.NAME: b for b in (quanto, torchao, bnb)}

@@ -1,0 +1,34 @@
+"""bitsandbytes: at load, through diffusers' and transformers' ``BitsAndBytesConfig`` (CUDA only here)."""
+
+NAME = "bnb"
+PACKAGE = "bitsandbytes"
+QTYPES = ("none", "nf4", "int8")
+PREDICTED = False  # the estimate says so rather than guess
+
+
+def unsupported(qtype: str, device: str) -> str | None:
+    if qtype != "none" and device != "cuda":
+        return "bitsandbytes nf4/int8 layers run on CUDA only in this project (device: cpu)"
+    return None
+
+
+def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):
+    if qtype not in QTYPES:
+        raise ValueError(f"unknown qtype {qtype!r} for backend 'bnb'; valid choices: {', '.join(QTYPES)}")
+    if qtype == "none":
+        return None
+    import diffusers
+    import transformers
+
+    lib = diffusers if library == "diffusers" else transformers
+    if qtype == "nf4":
+        return lib.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    return lib.BitsAndBytesConfig(load_in_8bit=True)
+
+
+def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
+    return None
+
+
+def on_meta(module, qtype, exclude, transformer, fuse_qkv):
+    raise NotImplementedError("the estimate does not cover bitsandbytes")
