@@ -32,6 +32,7 @@ from .components import (
 )
 from .measure import GB, tensor_bytes
 from .params import Params
+from .records import yes_no
 from .registry import BACKEND_MODULES
 from .registry import backend as backend_module
 from .registry import model_spec
@@ -198,7 +199,7 @@ def format_table(rows: list[dict]) -> str:
     head = ["Quantization", "Quantize TE", "Fuse QKV", "Batch", "Memory (GB)"] + [f"{n} (GB)" for n in names]
     lines = [f"Predicted memory: {first['model']} {first['dtype']} (no weights loaded; GB = bytes / 1024**3)", ""]
     table = [head] + [
-        [r["qtype"].upper(), "Yes" if r["quantize_te"] else "No", "Yes" if r["fuse_qkv"] else "No",
+        [r["qtype"].upper(), yes_no(r["quantize_te"]), yes_no(r["fuse_qkv"]),
          str(r["batch_size"]), f"{r['memory_gb']:.3f}" if r["memory_gb"] is not None else "n/a"]
         + [f"{r['components'][n] / GB:.3f}" if n in r["components"] else "n/a" for n in names]
         for r in rows

@@ -122,71 +122,69 @@ def execute(params: Params, checkpoint: str, device: str, call: dict, config: Co
     return outcome
 
 
-def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
+def _prepare(params: Params, config: Config, device: str, record: records.Record):
+    """The pipeline of one configuration: refused, loaded (or built) at load-time quantization, fused,
+    quantized after load, compiled. A combination a library or the device refuses raises ``Rejected``."""
+    backend = params["backend"]
+    reason = unsupported(backend, config.qtype, device)
+    if reason:
+        raise Rejected(reason)
+    try:
+        qconfig = load_config(params["model"], backend, config.qtype, config.quantize_te, params["exclude"],
+                              params["dtype"], config.fuse_qkv)  # fmt: skip
+        if params["preset"] == "random-full":
+            if qconfig is not None:
+                raise NotImplementedError("random-full builds its weights in memory; load-time quantization "
+                                          "(torchao, bitsandbytes) needs from_pretrained")  # fmt: skip
+            from .random_full import build
+
+            pipe, record.init_s = measure.timed(lambda: build(params["model"], params["dtype"], device, params["seed"]))
+        else:
+            # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
+            pipe = load_pipeline(resolve_checkpoint(params), params["dtype"], device, quantization_config=qconfig)
+    except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
+        raise Rejected(f"{type(e).__name__}: {e}") from e
+    apply_config(pipe, params["model"], config.qtype, config.quantize_te, config.fuse_qkv, params["exclude"], backend)
+    compile_transformer(pipe, params["compile"])
+    return pipe
+
+
+def _encode(images: list, latents: list) -> tuple[list[bytes], bytes]:
+    """PNG bytes per image, and the final latents as one safetensors blob (``p0``, ``p1``, ...)."""
     import io
 
     from safetensors.torch import save
 
+    pngs = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="png")
+        pngs.append(buffer.getvalue())
+    return pngs, save({f"p{i}": t.contiguous() for i, t in enumerate(latents)})
+
+
+_MEASURED = ("memory_bytes", "memory_gb", "peak_memory_gb", "latency_s", "latency_min_s", "latency_max_s", "compile_s")
+
+
+def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
     record = _base_record(params, config, checkpoint, device, call)
     for key, value in _where(device).items():
         setattr(record, key, value)
     outcome = Outcome(record)
     pipe = None
-    backend = params["backend"]
     try:
-        reason = unsupported(backend, config.qtype, device)
-        if reason:
-            raise Rejected(reason)
-        try:
-            qconfig = load_config(
-                params["model"], backend, config.qtype, config.quantize_te, params["exclude"], params["dtype"],
-                config.fuse_qkv,
-            )
-            if params["preset"] == "random-full":
-                if qconfig is not None:
-                    raise NotImplementedError("random-full builds its weights in memory; load-time quantization "
-                                              "(torchao, bitsandbytes) needs from_pretrained")  # fmt: skip
-                from .random_full import build
-
-                pipe, record.init_s = measure.timed(
-                    lambda: build(params["model"], params["dtype"], device, params["seed"])
-                )
-            else:
-                # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
-                pipe = load_pipeline(resolve_checkpoint(params), params["dtype"], device, quantization_config=qconfig)
-        except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
-            raise Rejected(f"{type(e).__name__}: {e}") from e
-        apply_config(
-            pipe, params["model"], config.qtype, config.quantize_te, config.fuse_qkv, params["exclude"], backend
-        )
-        compile_transformer(pipe, params["compile"])
+        pipe = _prepare(params, config, device, record)
         kwargs = {**call, "num_images_per_prompt": config.batch_size}
-        m = measure.measure(
-            pipe,
-            {**kwargs, "prompt": params["prompts"][0]},
-            device=device,
-            warmup=params["warmup"],
-            repeats=params["repeats"],
-            seed=params["seed"],
-            compiled=params["compile"] is not False,
-        )
+        m = measure.measure(pipe, {**kwargs, "prompt": params["prompts"][0]}, device=device, warmup=params["warmup"],
+                            repeats=params["repeats"], seed=params["seed"], compiled=params["compile"] is not False)  # fmt: skip
         images, latents = [m.image], [m.latents]
         for prompt in params["prompts"][1:]:
             image, lat = measure.generate(pipe, {**kwargs, "prompt": prompt}, params["seed"])
             images.append(image)
             latents.append(lat)
-        for image in images:
-            buffer = io.BytesIO()
-            image.save(buffer, format="png")
-            outcome.images.append(buffer.getvalue())
-        outcome.latents = save({f"p{i}": t.contiguous() for i, t in enumerate(latents)})
-        record.memory_bytes = m.memory_bytes
-        record.memory_gb = m.memory_gb
-        record.peak_memory_gb = m.peak_memory_gb
-        record.latency_s = m.latency_s
-        record.latency_min_s = m.latency_min_s
-        record.latency_max_s = m.latency_max_s
-        record.compile_s = m.compile_s
+        outcome.images, outcome.latents = _encode(images, latents)
+        for name in _MEASURED:
+            setattr(record, name, getattr(m, name))
         record.image_path = _outputs(params, config)[0][0].as_posix()
         if "clip_score" in params["quality_metrics"] and _clip_available():
             from .fidelity import clip_score

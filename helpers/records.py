@@ -109,6 +109,11 @@ def section_name(model: str, dtype: str, backend: str = "quanto") -> str:
     return f"{model}_{dtype}" + ("" if backend == "quanto" else f"_{backend}")
 
 
+def yes_no(flag: bool) -> str:
+    """The published tables' label of a boolean setting (Quantize TE, Fuse QKV)."""
+    return "Yes" if flag else "No"
+
+
 def config_key(config: dict) -> str:
     return json.dumps({name: config[name] for name in CONFIG_FIELDS}, sort_keys=True)
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import image_grid_path, recommended, section_of, tradeoff_path
-from .records import Record
+from .records import Record, yes_no
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
+
 
 
 def title(model: str) -> str:
@@ -34,8 +35,8 @@ def _config_table(rows: list[Record], metrics: dict) -> pd.DataFrame:
     ok = [r for r in rows if r.status == "ok"]
     data = {
         "Quantization": [r.qtype.upper() for r in ok],
-        "Quantize TE": ["Yes" if r.quantize_te else "No" for r in ok],
-        "Fuse QKV": ["Yes" if r.fuse_qkv else "No" for r in ok],
+        "Quantize TE": [yes_no(r.quantize_te) for r in ok],
+        "Fuse QKV": [yes_no(r.fuse_qkv) for r in ok],
     }
     data.update({name: [get(r) for r in ok] for name, get in metrics.items()})
     return pd.DataFrame(data)
@@ -86,7 +87,7 @@ def styled_tables(rows: list[Record], predicted: dict | None = None):
     by_memory, by_latency = sorted_tables(rows)
     if predicted is not None:
         ok = [r for r in rows if r.status == "ok"]
-        values = {(r.qtype.upper(), "Yes" if r.quantize_te else "No", "Yes" if r.fuse_qkv else "No"):
+        values = {(r.qtype.upper(), yes_no(r.quantize_te), yes_no(r.fuse_qkv)):
                   _predicted(r, predicted) for r in ok}  # fmt: skip
         for df in (by_memory, by_latency):
             df[PREDICTED] = [values[k] for k in zip(df["Quantization"], df["Quantize TE"], df["Fuse QKV"])]
@@ -121,7 +122,7 @@ def fidelity_table(rows: list[Record]) -> pd.DataFrame:
 def recommended_text(rows: list[Record]) -> str:
     best = recommended(rows)
     return "; ".join(
-        f"{r.qtype.upper()} / TE {'Yes' if r.quantize_te else 'No'} / Fuse {'Yes' if r.fuse_qkv else 'No'}"
+        f"{r.qtype.upper()} / TE {yes_no(r.quantize_te)} / Fuse {yes_no(r.fuse_qkv)}"
         for r in best
     ) or "none measured"
 
@@ -229,8 +230,8 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {
 
 _HTML_COLUMNS = [
     ("Quantization", lambda r: r.qtype.upper()),
-    ("Quantize TE", lambda r: "Yes" if r.quantize_te else "No"),
-    ("Fuse QKV", lambda r: "Yes" if r.fuse_qkv else "No"),
+    ("Quantize TE", lambda r: yes_no(r.quantize_te)),
+    ("Fuse QKV", lambda r: yes_no(r.fuse_qkv)),
     ("Memory (GB)", lambda r: r.memory_gb),
     ("Peak memory (GB)", lambda r: r.peak_memory_gb),
     ("Latency (s)", lambda r: r.latency_s),
