@@ -23,6 +23,8 @@ $(STAMP): requirements.txt pyproject.toml
 	# versions: compute them once here (about 40 s; cached on disk under ~/.cache/diffusion-quant-bench).
 	$(PY) -m helpers estimate --dtype fp16 bf16 --format json > /dev/null
 	$(PY) -m helpers estimate --params params/pixart.torchao.yaml --dtype bf16 --format json > /dev/null
+	# The tiny transformers' module names, which an exclude pattern is checked against in well under a second.
+	$(PY) -c "from helpers import params as P; [P.transformer_module_names(P.validate({'model': m})) for m in P.MODELS]"
 	touch $(STAMP)
 
 # Every Ray cluster the tests start talks over 127.0.0.1 only and reports nothing (tests/conftest.py sets the same).

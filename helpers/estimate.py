@@ -44,7 +44,7 @@ def _stored(key: dict, compute) -> tuple[int, int]:
     encoder of three pipelines, or an unquantized transformer under two backends, is counted once."""
     import hashlib
 
-    from .pipelines import cache_dir
+    from .paths import cache_dir
     from .records import library_versions
 
     text = json.dumps({**key, "versions": library_versions()}, sort_keys=True, default=str)
@@ -149,7 +149,7 @@ def predict(params: Params, preset: str = "full") -> list[dict]:
     """
     import hashlib
 
-    from .pipelines import cache_dir
+    from .paths import cache_dir
     from .records import library_versions
 
     model, dtype = params["model"], params["dtype"]

@@ -212,6 +212,7 @@ def validate(params) -> Params:
             raise ValueError(f"parameter {key!r} must be >= 1 or null, got {merged[key]}")
     _check_size(merged)
     _check_checkpoint(merged)
+    _check_exclude(merged)
     merged["out_dir"] = str(merged["out_dir"])
     return Params(**merged)
 
@@ -275,6 +276,70 @@ def _check_size(p: dict) -> None:
             raise ValueError(
                 f"parameter {key!r}: {value} px is larger than the {p['model']} {p['preset']} transformer's "
                 f"position embeddings allow; valid values: multiples of {SIZE_MULTIPLE} up to {limit}"
+            )
+
+
+def transformer_module_names(p: dict) -> list[str]:
+    """The transformer's module names, fused ones included: those of the preset's own
+    architecture or a local checkpoint's config. Built once on the meta device (nothing loads) and kept
+    under the cache folder by architecture and diffusers version, so the check costs no import of torch."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    from .paths import cache_dir
+    from .registry import model_spec
+
+    folder = Path(p["checkpoint"]).expanduser() if p["checkpoint"] else None
+    if folder is not None and folder.is_dir():
+        config = json.loads((folder / "transformer" / "config.json").read_text())
+        component = ("diffusers", config["_class_name"], config)
+    else:
+        spec = model_spec(p["model"])
+        component = (spec.tiny if p["preset"] == "tiny" else spec.full)["transformer"]
+    key = json.dumps([component, version("diffusers")], sort_keys=True, default=str)
+    path = cache_dir() / "module-names" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+    if path.is_file():
+        return json.loads(path.read_text())
+    names = _module_names_on_meta(component)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(names))
+    tmp.replace(path)
+    return names
+
+
+def _module_names_on_meta(component: tuple) -> list[str]:
+    import torch
+
+    from .components import Component, instantiate
+
+    with torch.device("meta"):
+        module = instantiate(Component(*component))
+    names = [name for name, _ in module.named_modules() if name]
+    if hasattr(module, "fuse_qkv_projections"):
+        module.fuse_qkv_projections()
+        names += [name for name, _ in module.named_modules() if name and name not in set(names)]
+    return names
+
+
+def _check_exclude(p: dict) -> None:
+    """A pattern that leaves no module of the transformer alone is a typo: refused, with names it could mean."""
+    import difflib
+
+    from .registry import backend
+
+    if not p["exclude"]:
+        return
+    names = transformer_module_names(p)
+    rule = backend(p["backend"]).excludes
+    for pattern in p["exclude"]:
+        if not any(rule(pattern, name) for name in names):
+            leaves = sorted({name.rsplit(".", 1)[-1] for name in names if not name.rsplit(".", 1)[-1].isdigit()})
+            close = difflib.get_close_matches(pattern, leaves, n=5, cutoff=0.5) or leaves[:5]
+            raise ValueError(
+                f"parameter 'exclude': {pattern!r} matches no module of the {p['model']} transformer "
+                f"({p['backend']} rule); module names such as: {', '.join(close)}"
             )
 
 

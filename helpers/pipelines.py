@@ -14,12 +14,8 @@ import tempfile
 from pathlib import Path
 
 from .params import Params
+from .paths import cache_dir
 from .registry import model_spec, torch_device, torch_dtype
-
-
-def cache_dir() -> Path:
-    """Where tiny pipelines are saved: ``$DQB_CACHE`` or ``~/.cache/diffusion-quant-bench``."""
-    return Path(os.environ.get("DQB_CACHE", Path.home() / ".cache" / "diffusion-quant-bench"))
 
 
 def tiny_name(model: str) -> str:

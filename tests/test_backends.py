@@ -39,7 +39,7 @@ def test_every_backend_module_has_the_interface():
 
     for name, b in BACKENDS.items():
         assert b.NAME == name and b.QTYPES[0] == "none" and isinstance(b.PREDICTED, bool) and b.PACKAGE
-        for hook in ("unsupported", "load_time", "after_load", "on_meta"):
+        for hook in ("unsupported", "excludes", "load_time", "after_load", "on_meta"):
             assert callable(getattr(b, hook)), (name, hook)
         assert b.unsupported("none", "cpu") is None
 

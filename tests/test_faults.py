@@ -47,6 +47,8 @@ BAD_INPUTS = {
     "missing checkpoint path": ({"checkpoint": "/no/such/pipeline"}, ["'checkpoint'", "/no/such/pipeline", "does not exist"]),
     "hub id offline": ({"checkpoint": "someone/some-model"}, ["someone/some-model", "hub", "tiny preset", "local"]),
     "full preset offline": ({"preset": "full"}, ["PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", "tiny preset"]),
+    "exclude typo": ({"exclude": ["proj_ot"]}, ["'exclude'", "'proj_ot'", "matches no module", "proj_out"]),
+    "exclude typo, torchao rule": ({"backend": "torchao", "exclude": ["to_qvk"]}, ["'to_qvk'", "to_qkv"]),
 }
 
 
@@ -78,6 +80,22 @@ def test_bad_params_file_fails_the_cli_fast(tmp_path, text, words):
     assert out.returncode != 0
     assert all(w in out.stderr for w in words), out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_exclude_typo_fails_the_cli_in_under_5_s(tmp_path, tiny_cache):
+    """With the module names computed once (make setup does it for every tiny transformer)."""
+    P.transformer_module_names(P.validate({"model": "pixart"}))
+    f = tmp_path / "p.yaml"
+    f.write_text("exclude: [proj_ot]\n")
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "helpers", "grid", "--model", "pixart", "--dtype", "bf16", "--params", str(f),
+         "--out", str(tmp_path / "out")], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert time.perf_counter() - start < 5
+    assert out.returncode != 0 and "'proj_ot'" in out.stderr and "proj_out" in out.stderr, out.stderr
+    assert not (tmp_path / "out").exists()
+    P.validate({"model": "pixart", "exclude": ["proj_out", "*attn1*"]})  # real patterns pass
 
 
 def test_batch_refuses_a_bad_model_and_exits_non_zero(tmp_path):

@@ -6,6 +6,7 @@ Every backend module has the same small interface:
   (its own names, ``none`` first: the unquantized reference), ``PREDICTED``
   (whether the memory estimate reproduces it);
 - ``unsupported(qtype, device)``: why this device cannot run it, or ``None``;
+- ``excludes(pattern, name)``: whether an ``exclude`` pattern leaves that module alone;
 - ``load_time(qtype, library, dtype, exclude, transformer, fuse_qkv)``: the
   diffusers / transformers quantization config one component loads with, or
   ``None`` (``dtype`` is the torch dtype; ``library`` the component's);

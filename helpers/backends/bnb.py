@@ -6,6 +6,11 @@ QTYPES = ("none", "nf4", "int8")
 PREDICTED = False  # the estimate says so rather than guess
 
 
+def excludes(pattern: str, name: str) -> bool:
+    """diffusers' rule for ``modules_to_not_convert``: a substring of the module's name."""
+    return pattern in name
+
+
 def unsupported(qtype: str, device: str) -> str | None:
     if qtype != "none" and device != "cuda":
         return "bitsandbytes nf4/int8 layers run on CUDA only in this project (device: cpu)"

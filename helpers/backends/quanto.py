@@ -17,6 +17,13 @@ def qtype_object(qtype: str):
     return {"int8": quanto.qint8, "fp8": quanto.qfloat8, "int4": quanto.qint4}[qtype]
 
 
+def excludes(pattern: str, name: str) -> bool:
+    """quanto's rule for ``exclude``: Unix shell-style wildcards on the module's name."""
+    from fnmatch import fnmatch
+
+    return fnmatch(name, pattern)
+
+
 def unsupported(qtype: str, device: str) -> str | None:
     return None
 

@@ -28,6 +28,11 @@ def config(qtype: str):
     }[qtype]()
 
 
+def excludes(pattern: str, name: str) -> bool:
+    """diffusers' rule for ``modules_to_not_convert``: a substring of the module's name."""
+    return pattern in name
+
+
 def unsupported(qtype: str, device: str) -> str | None:
     if qtype == "fp8dq":
         import torch
