@@ -15,8 +15,7 @@ chromium:
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# --no-compile: no .pyc for every file of torch and the rest up front (Python compiles what it imports).
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	# quanto compiles its C++ extension (int4 unpacking) on first use, ~40 s: do it here, not mid-benchmark.
 	$(PY) -c "from optimum.quanto.library.extensions import get_extension; get_extension('quanto_cpp').lib"
