@@ -27,9 +27,7 @@ def load_config(
     The transformer gets diffusers' config of the backend, each text encoder (with
     ``quantize_te``) transformers' config: what users of diffusers write.
     """
-    b = backend_module(backend)
-    if qtype not in b.QTYPES:
-        raise ValueError(f"unknown qtype {qtype!r} for backend {backend!r}; valid choices: {', '.join(b.QTYPES)}")
+    b = backend_module(backend, qtype)
     if qtype == "none":
         return None
     parts = [("transformer", "diffusers", True)]
@@ -53,9 +51,7 @@ def apply_config(
     """Fuse the transformer's QKV projections if asked, then the backend's after-load step on the
     transformer (with ``exclude``) and, with ``quantize_te``, on every text encoder (quanto quantizes here;
     torchao quantizes a fused transformer here; what loaded quantized is left as it is)."""
-    b = backend_module(backend)
-    if qtype not in b.QTYPES:  # an unknown name is a ValueError of ours, not a library's rejection
-        raise ValueError(f"unknown qtype {qtype!r} for backend {backend!r}; valid choices: {', '.join(b.QTYPES)}")
+    b = backend_module(backend, qtype)  # an unknown name is a ValueError of ours, not a library's rejection
     try:
         if fuse_qkv:
             pipe.transformer.fuse_qkv_projections()

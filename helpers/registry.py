@@ -45,10 +45,13 @@ def torch_dtype(name: str):
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def backend(name: str):
-    """The backend module (``helpers/backends/<name>.py``)."""
+def backend(name: str, qtype: str | None = None):
+    """The backend module (``helpers/backends/<name>.py``); with ``qtype``, refuses a name it does not have."""
     _check("backend", name, BACKENDS)
-    return BACKEND_MODULES[name]
+    module = BACKEND_MODULES[name]
+    if qtype is not None and qtype not in module.QTYPES:
+        raise ValueError(f"unknown qtype {qtype!r} for backend {name!r}; valid choices: {', '.join(module.QTYPES)}")
+    return module
 
 
 def torch_device(name: str) -> str:
