@@ -31,11 +31,10 @@ from .components import (
     full_components,
 )
 from .measure import GB, tensor_bytes
-from .params import Params
-from .records import yes_no
+from .params import Config, Params, config_of
+from .records import qtype_label, te_label, yes_no
 from .registry import BACKEND_MODULES
 from .registry import backend as backend_module
-from .registry import model_spec
 
 
 def _stored(key: dict, compute) -> tuple[int, int]:
@@ -59,6 +58,14 @@ def _stored(key: dict, compute) -> tuple[int, int]:
     return value
 
 
+def _source_hash(module) -> str:
+    """The backend module's code, in the variant's key: a change to its rule is not served a stale count."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
 class NotPredicted(Exception):
     """The estimate does not reproduce this backend or quantization (it says so rather than guess)."""
 
@@ -67,12 +74,11 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
     """One row per configuration of the grid in ``params``: predicted bytes per component and in all.
 
     A component's bytes depend only on what is done to it (the transformer: qtype
-    and fuse; a text encoder: qtype when ``quantize_te``), so each variant is
+    and fuse; a text encoder: its qtype when the configuration quantizes it), so each variant is
     built and counted once and the configurations add them up.
     """
     from .params import configs
 
-    spec = model_spec(model)
     backend = params["backend"]
     hooks = backend_module(backend)
     if not hooks.PREDICTED:
@@ -85,6 +91,7 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
             cache[key] = _stored(
                 {"component": vars(components[name]), "dtype": dtype, "qtype": qtype, "fuse": fuse,
                  "backend": backend if qtype != "none" else "-", "transformer": name == "transformer",
+                 "rule": _source_hash(hooks) if qtype != "none" else "-",
                  "exclude": params["exclude"] if name == "transformer" else []},  # fmt: skip
                 lambda: _count(name, qtype, fuse),
             )
@@ -108,12 +115,12 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
             for name in components:
                 if name == "transformer":
                     parts[name] = variant(name, c.qtype, c.fuse_qkv)
-                elif name in spec.text_encoders and c.quantize_te:
-                    parts[name] = variant(name, c.qtype, False)
+                elif name in c.encoders(model):
+                    parts[name] = variant(name, c.encoder_qtype, False)
                 else:
                     parts[name] = variant(name, "none", False)
         except Exception as e:  # noqa: BLE001 - e.g. torchao fp8dq / int4wo need CUDA to quantize at all
-            rows.append(dict(model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.quantize_te,
+            rows.append(dict(model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.as_given(), te_qtype=c.te_qtype,
                              fuse_qkv=c.fuse_qkv, batch_size=c.batch_size, memory_bytes=None, memory_gb=None,
                              components={}, parameters={},
                              note=f"not predicted: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))  # fmt: skip
@@ -121,7 +128,7 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
         total = sum(b for b, _ in parts.values())
         rows.append(
             dict(
-                model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.quantize_te, fuse_qkv=c.fuse_qkv,
+                model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.as_given(), te_qtype=c.te_qtype, fuse_qkv=c.fuse_qkv,
                 batch_size=c.batch_size, memory_bytes=total, memory_gb=total / GB,
                 components={n: b for n, (b, _) in parts.items()},
                 parameters={n: p for n, (_, p) in parts.items()},
@@ -154,12 +161,13 @@ def predict(params: Params, preset: str = "full") -> list[dict]:
 
     model, dtype = params["model"], params["dtype"]
     components = components_for(model, preset)
-    grid_keys = ("qtypes", "quantize_te", "fuse_qkv", "batch_sizes", "exclude")
+    grid_keys = ("qtypes", "quantize_te", "te_qtypes", "fuse_qkv", "batch_sizes", "exclude")
     key_data = {
         "components": {n: vars(c) for n, c in components.items()},
         "dtype": dtype,
         "grid": {k: params[k] for k in grid_keys},
         "backend": params["backend"],
+        "rule": _source_hash(backend_module(params["backend"])),
         "versions": library_versions(),
     }
     digest = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -174,8 +182,8 @@ def predict(params: Params, preset: str = "full") -> list[dict]:
     return rows
 
 
-def predicted_gb(params: Params) -> dict[tuple, float] | None:
-    """Full-size predicted memory_gb by (qtype, quantize_te, fuse_qkv, batch_size).
+def predicted_gb(params: Params) -> dict[Config, float] | None:
+    """Full-size predicted memory_gb by configuration (``params.config_of`` of a record finds its own).
 
     ``None`` for bitsandbytes (the estimate says so); a configuration the meta device
     cannot quantize (torchao fp8dq / int4wo need CUDA) is left out.
@@ -186,7 +194,7 @@ def predicted_gb(params: Params) -> dict[tuple, float] | None:
         print(f"estimate: {e}")
         return None
     return {
-        (r["qtype"], r["quantize_te"], r["fuse_qkv"], r["batch_size"]): r["memory_gb"]
+        config_of(r): r["memory_gb"]
         for r in rows
         if r["memory_gb"] is not None
     }
@@ -199,7 +207,7 @@ def format_table(rows: list[dict]) -> str:
     head = ["Quantization", "Quantize TE", "Fuse QKV", "Batch", "Memory (GB)"] + [f"{n} (GB)" for n in names]
     lines = [f"Predicted memory: {first['model']} {first['dtype']} (no weights loaded; GB = bytes / 1024**3)", ""]
     table = [head] + [
-        [r["qtype"].upper(), yes_no(r["quantize_te"]), yes_no(r["fuse_qkv"]),
+        [qtype_label(r["qtype"], r["te_qtype"], r["quantize_te"]), te_label(r["model"], r["quantize_te"]), yes_no(r["fuse_qkv"]),
          str(r["batch_size"]), f"{r['memory_gb']:.3f}" if r["memory_gb"] is not None else "n/a"]
         + [f"{r['components'][n] / GB:.3f}" if n in r["components"] else "n/a" for n in names]
         for r in rows
@@ -207,8 +215,12 @@ def format_table(rows: list[dict]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         lines.append("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
-    lines += [f"  {r['qtype'].upper()}: {r['note']}" for r in rows if r.get("note")]
-    base = next(r for r in rows if r["qtype"] == "none" and not r["fuse_qkv"])
+    lines += [f"  {qtype_label(r['qtype'], r['te_qtype'], r['quantize_te'])}, TE {te_label(r['model'], r['quantize_te'])}, "
+              f"fuse {yes_no(r['fuse_qkv'])}: {r['note']}" for r in rows if r.get("note")]  # fmt: skip
+    base = next((r for r in rows if r["memory_gb"] is not None and r["qtype"] == "none" and not r["fuse_qkv"]
+                 and not (r["quantize_te"] and r["te_qtype"])), None)  # fmt: skip
+    if base is None:
+        return "\n".join(lines)
     lines += ["", "Components (unquantized, unfused):"]
     for n in names:
         lines.append(f"  {n:<16} {base['parameters'][n]:>15,d} parameters  {base['components'][n]:>15,d} bytes")

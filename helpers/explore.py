@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .records import Record
+from .records import Record, labels
 
 
 def _summary(r: Record | None) -> str:
@@ -28,15 +28,17 @@ def explorer(rows: list[Record], out_dir: str):
 
     if not rows:
         raise ValueError("no records to explore")
-    by_config = {(r.qtype, r.quantize_te, r.fuse_qkv, r.batch_size): r for r in rows}
+    # by the tables' labels: "INT8 / TE FP8" is a qtype of its own here, "1+3" a text-encoder choice
+    by_config = {(labels(r)[0], labels(r)[1], r.fuse_qkv, r.batch_size): r for r in rows}
 
-    def options(attr):  # distinct values in grid order
-        return list(dict.fromkeys(getattr(r, attr) for r in rows))
+    def options(get):  # distinct values in grid order
+        return list(dict.fromkeys(get(r) for r in rows))
 
-    qtype = w.Dropdown(options=options("qtype"), description="qtype")
-    qte = w.ToggleButtons(options=[("TE quantized", True), ("TE not quantized", False)], value=rows[0].quantize_te)
+    qtype = w.Dropdown(options=options(lambda r: labels(r)[0]), description="qtype")
+    qte = w.ToggleButtons(options=[(f"TE quantized: {t}", t) for t in options(lambda r: labels(r)[1])],
+                          value=labels(rows[0])[1])  # fmt: skip
     fuse = w.ToggleButtons(options=[("QKV fused", True), ("not fused", False)], value=rows[0].fuse_qkv)
-    bs = w.Dropdown(options=options("batch_size"), description="batch size")
+    bs = w.Dropdown(options=options(lambda r: r.batch_size), description="batch size")
     panes = [w.VBox(), w.VBox()]
 
     def pane(title: str, r: Record | None):
@@ -48,8 +50,8 @@ def explorer(rows: list[Record], out_dir: str):
     def update(_=None):
         key = (qtype.value, qte.value, fuse.value, bs.value)
         chosen = by_config.get(key)
-        base = by_config.get(("none", False, fuse.value, bs.value))
-        panes[0].children = pane(f"{qtype.value}, qte {int(qte.value)}, fuse {int(fuse.value)}", chosen)
+        base = by_config.get(("NONE", "No", fuse.value, bs.value))
+        panes[0].children = pane(f"{qtype.value}, TE {qte.value}, fuse {int(fuse.value)}", chosen)
         panes[1].children = pane(f"none (unquantized), fuse {int(fuse.value)}", base)
 
     for control in (qtype, qte, fuse, bs):

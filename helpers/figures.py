@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .records import Record, section_name
+from .records import Record, labels, section_name
 
 
 def section_of(r: Record) -> str:
@@ -20,7 +20,8 @@ def image_grid_path(out_dir: str, section: str) -> Path:
 
 
 def label(r: Record, with_batch: bool = False) -> str:
-    text = f"qtype: {r.qtype}, qte: {int(r.quantize_te)}, fuse: {int(r.fuse_qkv)}"
+    quantization, te, fuse = labels(r)
+    text = f"qtype: {quantization.lower()}, qte: {te}, fuse: {fuse}"
     return text + (f", bs: {r.batch_size}" if with_batch else "")
 
 
@@ -90,7 +91,8 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
         colour = "lightgrey" if r.ssim is None else cmap(norm(r.ssim))
         ax.scatter(r.memory_gb, r.latency_s, s=60, color=colour, edgecolors="black" if r in best else "none",
                    linewidths=2, zorder=3)  # fmt: skip
-        ax.annotate(f"{r.qtype}{'+te' if r.quantize_te else ''}{'+fuse' if r.fuse_qkv else ''}",
+        te = "" if not r.quantize_te else "+te" if r.quantize_te is True else f"+te{labels(r)[1]}"
+        ax.annotate(f"{labels(r)[0].lower()}{te}{'+fuse' if r.fuse_qkv else ''}",
                     (r.memory_gb, r.latency_s), fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="SSIM to NONE (1 = identical)")
     first = ok[0]
@@ -98,8 +100,7 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     ax.set_ylabel("Latency (s)")
     ax.set_title(f"{first.model} {first.dtype}, {first.backend}: memory vs latency ({first.preset} preset)", fontsize=10)
     ax.grid(alpha=0.3)
-    names = ", ".join(f"{r.qtype.upper()} (TE {'yes' if r.quantize_te else 'no'}, fuse {'yes' if r.fuse_qkv else 'no'})"
-                      for r in best)  # fmt: skip
+    names = ", ".join("{} (TE {}, fuse {})".format(*labels(r)) for r in best)
     fig.text(0.01, 0.01, f"Recommended (ringed; nothing beats them on both): {names}", fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = tradeoff_path(out_dir, section_of(first))

@@ -19,7 +19,8 @@ from . import measure, records
 from .params import Config, Params, configs, reference_of
 from .pipelines import call_settings, checkpoint_name, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
-from .registry import torch_device
+from .registry import backend as backend_module
+from .registry import torch_device, torch_dtype
 
 
 def section_name(params: Params) -> str:
@@ -38,7 +39,8 @@ def _base_record(params: Params, config: Config, checkpoint: str, device: str, c
         device=device,
         dtype=params["dtype"],
         qtype=config.qtype,
-        quantize_te=config.quantize_te,
+        quantize_te=config.as_given(),
+        te_qtype=config.te_qtype,
         fuse_qkv=config.fuse_qkv,
         exclude=list(params["exclude"]),
         batch_size=config.batch_size,
@@ -126,12 +128,15 @@ def _prepare(params: Params, config: Config, device: str, record: records.Record
     """The pipeline of one configuration: refused, loaded (or built) at load-time quantization, fused,
     quantized after load, compiled. A combination a library or the device refuses raises ``Rejected``."""
     backend = params["backend"]
-    reason = unsupported(backend, config.qtype, device)
+    reason = unsupported(backend, config, device)
     if reason:
         raise Rejected(reason)
     try:
-        qconfig = load_config(params["model"], backend, config.qtype, config.quantize_te, params["exclude"],
-                              params["dtype"], config.fuse_qkv)  # fmt: skip
+        qconfig = load_config(params["model"], backend, config, params["exclude"], params["dtype"])
+        # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
+        checkpoint = None if params["preset"] == "random-full" else resolve_checkpoint(params)
+        preloaded = backend_module(backend).preloaded(checkpoint, config.qtype, torch_dtype(params["dtype"]),
+                                                      params["exclude"])  # fmt: skip
         if params["preset"] == "random-full":
             if qconfig is not None:
                 raise NotImplementedError("random-full builds its weights in memory; load-time quantization "
@@ -140,11 +145,10 @@ def _prepare(params: Params, config: Config, device: str, record: records.Record
 
             pipe, record.init_s = measure.timed(lambda: build(params["model"], params["dtype"], device, params["seed"]))
         else:
-            # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
-            pipe = load_pipeline(resolve_checkpoint(params), params["dtype"], device, quantization_config=qconfig)
+            pipe = load_pipeline(checkpoint, params["dtype"], device, quantization_config=qconfig, components=preloaded)
     except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
         raise Rejected(f"{type(e).__name__}: {e}") from e
-    apply_config(pipe, params["model"], config.qtype, config.quantize_te, config.fuse_qkv, params["exclude"], backend)
+    apply_config(pipe, params["model"], config, params["exclude"], backend)
     compile_transformer(pipe, params["compile"])
     return pipe
 

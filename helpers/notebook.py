@@ -27,7 +27,8 @@ _HELP = {
     "backend": ("str", f"{' | '.join(BACKEND_QTYPES)} (quanto: the published grid)"),
     "qtypes": ("list", "the backend's weight types; None: all of them ("
                + "; ".join(f"{b}: {' '.join(q)}" for b, q in BACKEND_QTYPES.items()) + ")"),
-    "quantize_te": ("list", "also quantize the text encoders?"),
+    "quantize_te": ("list", "quantize text encoders? each: False | True (all) | a list of names, e.g. ['text_encoder']"),
+    "te_qtypes": ("list", "the text encoders' qtypes (a grid axis); None: the transformer's qtype"),
     "fuse_qkv": ("list", "fuse the transformer's QKV projections first?"),
     "batch_sizes": ("list", "images per prompt"),
     "exclude": ("list", "transformer module-name patterns left unquantized"),

@@ -28,7 +28,8 @@ DEFAULTS: dict = {
     "dtype": "bf16",
     "backend": "quanto",  # quanto (the published grid) | torchao | bnb
     "qtypes": None,  # None: every qtype of the backend
-    "quantize_te": [False, True],
+    "quantize_te": [False, True],  # each: false | true (every text encoder) | a list of text-encoder names
+    "te_qtypes": None,  # the text encoders' qtypes, an axis of the grid; None: the transformer's qtype
     "fuse_qkv": [False, True],
     "batch_sizes": [1],
     "exclude": [],
@@ -53,6 +54,10 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
 # name -> (type description, check(value) -> bool)
 _OPT_INT = ("int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)))
 _TYPES = {
@@ -62,7 +67,11 @@ _TYPES = {
     "device": ("str", lambda v: isinstance(v, str)),
     "dtype": ("str", lambda v: isinstance(v, str)),
     "qtypes": ("list of str or null", lambda v: v is None or isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    "quantize_te": ("list of bool", lambda v: isinstance(v, list) and all(isinstance(x, bool) for x in v)),
+    "quantize_te": (
+        "list of false, true or lists of text-encoder names",
+        lambda v: isinstance(v, list) and all(isinstance(x, bool) or _is_str_list(x) for x in v),
+    ),
+    "te_qtypes": ("list of str or null", lambda v: v is None or _is_str_list(v)),
     "fuse_qkv": ("list of bool", lambda v: isinstance(v, list) and all(isinstance(x, bool) for x in v)),
     "batch_sizes": (
         "list of int",
@@ -128,7 +137,8 @@ class Params(Mapping):
     dtype: str
     backend: str
     qtypes: list[str]
-    quantize_te: list[bool]
+    quantize_te: list[bool | list[str]]
+    te_qtypes: list[str] | None
     fuse_qkv: list[bool]
     batch_sizes: list[int]
     exclude: list[str]
@@ -196,11 +206,15 @@ def validate(params) -> Params:
             raise ValueError(
                 f"parameter 'quality_metrics': unknown metric {q!r}; valid choices: {', '.join(QUALITY_METRICS)}"
             )
-    for key in ("qtypes", "quantize_te", "fuse_qkv", "batch_sizes", "prompts"):
+    for key in ("qtypes", "quantize_te", "te_qtypes", "fuse_qkv", "batch_sizes", "prompts"):
+        if merged[key] is None and key == "te_qtypes":
+            continue
         if not merged[key]:
             raise ValueError(f"parameter {key!r} is empty: the grid would have no configuration")
-        if len(set(merged[key])) != len(merged[key]):
+        hashable = [tuple(x) if isinstance(x, list) else x for x in merged[key]]
+        if len(set(hashable)) != len(hashable):
             raise ValueError(f"parameter {key!r} has duplicates: {merged[key]!r}")
+    _check_text_encoders(merged)
     if merged["warmup"] < 0:
         raise ValueError(f"parameter 'warmup' must be >= 0, got {merged['warmup']}")
     if merged["repeats"] < 1:
@@ -215,6 +229,33 @@ def validate(params) -> Params:
     _check_exclude(merged)
     merged["out_dir"] = str(merged["out_dir"])
     return Params(**merged)
+
+
+def _check_text_encoders(p: dict) -> None:
+    """``quantize_te`` lists name the model's text encoders; ``te_qtypes`` are the backend's qtypes."""
+    from .registry import backend, model_spec
+
+    encoders = model_spec(p["model"]).text_encoders
+    for entry in p["quantize_te"]:
+        if isinstance(entry, bool):
+            continue
+        if not entry:
+            raise ValueError("parameter 'quantize_te': an empty list quantizes no encoder; write false")
+        for name in entry:
+            if name not in encoders:
+                raise ValueError(f"parameter 'quantize_te': {name!r} is not a text encoder of {p['model']}; "
+                                 f"valid choices: {', '.join(encoders)}")  # fmt: skip
+        if len(set(entry)) != len(entry):
+            raise ValueError(f"parameter 'quantize_te': {entry!r} names an encoder twice")
+    if p["te_qtypes"] is None:
+        return
+    valid = [q for q in BACKEND_QTYPES[p["backend"]] if q != "none"]
+    if not backend(p["backend"]).TEXT_ENCODERS:
+        raise ValueError(f"parameter 'te_qtypes': backend {p['backend']!r} quantizes the transformer only; valid: null")
+    for q in p["te_qtypes"]:
+        if q not in valid:
+            raise ValueError(f"parameter 'te_qtypes': unknown qtype {q!r} for backend {p['backend']!r}; "
+                             f"valid choices: {', '.join(valid)} (false in quantize_te: no encoder quantized)")  # fmt: skip
 
 
 # Ray task resources a params file may set (Ray's own names).
@@ -418,24 +459,59 @@ def from_namespace(namespace: dict) -> Params:
 
 @dataclass(frozen=True)
 class Config:
+    """One configuration of the grid. ``quantize_te``: ``False``, ``True`` (every text encoder) or a tuple of
+    text-encoder names; ``te_qtype``: the encoders' qtype, ``None`` when they follow ``qtype`` (or none is
+    quantized)."""
+
     qtype: str
-    quantize_te: bool
+    quantize_te: bool | tuple[str, ...]
     fuse_qkv: bool
     batch_size: int
+    te_qtype: str | None = None
 
     @property
     def slug(self) -> str:
-        return f"{self.qtype}_qte{int(self.quantize_te)}_fuse{int(self.fuse_qkv)}_bs{self.batch_size}"
+        te = f"qte{int(self.quantize_te)}" if isinstance(self.quantize_te, bool) else "qte-" + "-".join(self.quantize_te)
+        mix = f"_te{self.te_qtype}" if self.te_qtype else ""
+        return f"{self.qtype}_{te}{mix}_fuse{int(self.fuse_qkv)}_bs{self.batch_size}"
+
+    def encoders(self, model: str) -> list[str]:
+        """The text encoders this configuration quantizes (their qtype: ``encoder_qtype``)."""
+        from .registry import model_spec
+
+        if self.quantize_te is True:
+            return list(model_spec(model).text_encoders)
+        return list(self.quantize_te or [])
+
+    @property
+    def encoder_qtype(self) -> str:
+        return self.te_qtype or self.qtype
+
+    def as_given(self):
+        """``quantize_te`` as parameters, records and JSON write it: a bool or a list of names."""
+        return self.quantize_te if isinstance(self.quantize_te, bool) else list(self.quantize_te)
+
+
+def config_of(row) -> Config:
+    """The ``Config`` of a record or an estimate row (an object with those attributes, or a dict)."""
+    get = row.get if isinstance(row, Mapping) else lambda name, default=None: getattr(row, name, default)
+    te = get("quantize_te")
+    return Config(get("qtype"), te if isinstance(te, bool) else tuple(te), get("fuse_qkv"), get("batch_size"),
+                  get("te_qtype"))  # fmt: skip
 
 
 def configs(params: Params) -> list[Config]:
-    """The grid in the order it runs (the parameters' order: ``none`` first by default)."""
-    return [
-        Config(q, te, fuse, bs)
-        for bs, q, te, fuse in itertools.product(
-            params["batch_sizes"], params["qtypes"], params["quantize_te"], params["fuse_qkv"]
-        )
-    ]
+    """The grid in the order it runs (the parameters' order: ``none`` first by default). A configuration
+    that quantizes no encoder has no ``te_qtype``, so it appears once whatever ``te_qtypes`` holds."""
+    out = {}
+    for bs, q, te, te_q, fuse in itertools.product(
+        params["batch_sizes"], params["qtypes"], params["quantize_te"], params["te_qtypes"] or [None],
+        params["fuse_qkv"],
+    ):  # fmt: skip
+        te = te if isinstance(te, bool) else tuple(te)
+        c = Config(q, te, fuse, bs, te_q if te is not False else None)
+        out.setdefault(c, None)
+    return list(out)
 
 
 def reference_of(config: Config) -> Config:

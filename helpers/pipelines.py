@@ -100,8 +100,9 @@ def call_settings(params: Params) -> dict:
     return {**base, **extra}
 
 
-def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None):
+def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None, components: dict | None = None):
     """Load through the same call a hub checkpoint uses; safetensors only, never remote code.
+    ``components``: modules already loaded (a GGUF transformer), passed to ``from_pretrained`` as they are.
 
     Loading logs two warnings that do not apply here (transformers: image
     processors want torchvision, which no pipeline of ours uses; diffusers:
@@ -126,6 +127,7 @@ def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=
             use_safetensors=True,
             trust_remote_code=False,
             **({"quantization_config": quantization_config} if quantization_config is not None else {}),
+            **(components or {}),
         )
         pipe = pipe.to(torch_device(device))
     finally:

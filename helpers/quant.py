@@ -6,38 +6,42 @@ this module only walks a pipeline's components through them.
 
 from __future__ import annotations
 
+from .params import Config
 from .registry import backend as backend_module
-from .registry import model_spec, torch_dtype
+from .registry import torch_dtype
 
 
 class Rejected(Exception):
     """A library or the device refused this combination; the grid records it as ``skipped``."""
 
 
-def unsupported(backend: str, qtype: str, device: str) -> str | None:
-    """Why this device cannot run this quantization, or ``None`` (checked before anything loads)."""
-    return None if qtype == "none" else backend_module(backend).unsupported(qtype, device)
+def unsupported(backend: str, config: Config, device: str) -> str | None:
+    """Why this device or backend cannot run this configuration, or ``None`` (checked before anything loads)."""
+    b = backend_module(backend)
+    for qtype in (config.qtype, config.encoder_qtype if config.quantize_te else "none"):
+        if qtype != "none" and b.unsupported(qtype, device):
+            return b.unsupported(qtype, device)
+    if config.quantize_te and config.encoder_qtype != "none" and not b.TEXT_ENCODERS:
+        return f"{b.TE_REASON}"
+    return None
 
 
-def load_config(
-    model: str, backend: str, qtype: str, quantize_te: bool, exclude: list[str], dtype: str, fuse_qkv: bool = False
-):
+def load_config(model: str, backend: str, config: Config, exclude: list[str], dtype: str):
     """The ``PipelineQuantizationConfig`` that quantizes at load time, or ``None`` (nothing does).
 
-    The transformer gets diffusers' config of the backend, each text encoder (with
-    ``quantize_te``) transformers' config: what users of diffusers write.
+    The transformer gets diffusers' config of the backend, each text encoder that
+    ``config`` quantizes transformers' config (at ``config.encoder_qtype``): what users of diffusers write.
     """
-    b = backend_module(backend, qtype)
-    if qtype == "none":
-        return None
-    parts = [("transformer", "diffusers", True)]
-    if quantize_te:
-        parts += [(name, "transformers", False) for name in model_spec(model).text_encoders]
+    b = backend_module(backend, config.qtype)
+    parts = [("transformer", "diffusers", True, config.qtype)]
+    parts += [(name, "transformers", False, config.encoder_qtype) for name in config.encoders(model)]
     mapping = {}
-    for name, library, transformer in parts:
-        config = b.load_time(qtype, library, torch_dtype(dtype), exclude if transformer else [], transformer, fuse_qkv)
-        if config is not None:
-            mapping[name] = config
+    for name, library, transformer, qtype in parts:
+        if qtype == "none":
+            continue
+        q = b.load_time(qtype, library, torch_dtype(dtype), exclude if transformer else [], transformer, config.fuse_qkv)
+        if q is not None:
+            mapping[name] = q
     if not mapping:
         return None
     from diffusers import PipelineQuantizationConfig
@@ -45,22 +49,22 @@ def load_config(
     return PipelineQuantizationConfig(quant_mapping=mapping)
 
 
-def apply_config(
-    pipe, model: str, qtype: str, quantize_te: bool, fuse_qkv: bool, exclude: list[str], backend: str = "quanto"
-) -> None:
+def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: str = "quanto") -> None:
     """Fuse the transformer's QKV projections if asked, then the backend's after-load step on the
-    transformer (with ``exclude``) and, with ``quantize_te``, on every text encoder (quanto quantizes here;
+    transformer (with ``exclude``) and on each text encoder ``config`` quantizes (quanto quantizes here;
     torchao quantizes a fused transformer here; what loaded quantized is left as it is)."""
-    b = backend_module(backend, qtype)  # an unknown name is a ValueError of ours, not a library's rejection
-    try:
-        if fuse_qkv:
+    b = backend_module(backend, config.qtype)  # an unknown name is a ValueError of ours, not a library's rejection
+    if config.fuse_qkv:
+        try:
             pipe.transformer.fuse_qkv_projections()
-        b.after_load(pipe.transformer, qtype, exclude, True, fuse_qkv)
-        if quantize_te:
-            for name in model_spec(model).text_encoders:
-                encoder = getattr(pipe, name, None)
-                if encoder is not None:
-                    b.after_load(encoder, qtype, [], False, False)
+        except (ValueError, NotImplementedError, TypeError, RuntimeError) as e:  # e.g. GGUF's uint8 blocks
+            raise Rejected(f"fuse_qkv_projections: {type(e).__name__}: {e}") from e
+    try:
+        b.after_load(pipe.transformer, config.qtype, exclude, True, config.fuse_qkv)
+        for name in config.encoders(model):
+            encoder = getattr(pipe, name, None)
+            if encoder is not None:
+                b.after_load(encoder, config.encoder_qtype, [], False, False)
     except (ValueError, NotImplementedError, TypeError) as e:
         raise Rejected(f"{type(e).__name__}: {e}") from e
 

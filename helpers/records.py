@@ -20,8 +20,8 @@ STATUSES = ("ok", "error", "skipped")
 # Fields that say which configuration a record measured; two records with the
 # same values measured the same thing.
 CONFIG_FIELDS = (
-    "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "fuse_qkv",
-    "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed",
+    "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "te_qtype",
+    "fuse_qkv", "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed",
     "warmup", "repeats", "quality_metrics", "backend", "compile",
 )  # fmt: skip
 
@@ -35,7 +35,7 @@ class Record:
     device: str
     dtype: str
     qtype: str
-    quantize_te: bool
+    quantize_te: bool | list[str]  # false | true (every text encoder) | the text encoders' names, as given
     fuse_qkv: bool
     exclude: list[str]
     batch_size: int
@@ -51,6 +51,7 @@ class Record:
     backend: str = "quanto"
     compile: bool | str = False
     max_sequence_length: int | None = None  # text tokens; None: the pipeline's own default
+    te_qtype: str | None = None  # the text encoders' qtype; None: qtype's (or no encoder quantized)
     # outcome
     status: str = "ok"
     error: str | None = None
@@ -112,6 +113,29 @@ def section_name(model: str, dtype: str, backend: str = "quanto") -> str:
 def yes_no(flag: bool) -> str:
     """The published tables' label of a boolean setting (Quantize TE, Fuse QKV)."""
     return "Yes" if flag else "No"
+
+
+def te_label(model: str, quantize_te: bool | list[str]) -> str:
+    """The tables' Quantize TE: ``Yes`` / ``No`` as published, a per-encoder choice as its 1-based
+    encoder numbers (``1+3``: SD3's ``text_encoder`` and ``text_encoder_3``)."""
+    from .registry import model_spec
+
+    if isinstance(quantize_te, bool):
+        return yes_no(quantize_te)
+    encoders = model_spec(model).text_encoders
+    return "+".join(str(encoders.index(name) + 1) for name in quantize_te)
+
+
+def qtype_label(qtype: str, te_qtype: str | None = None, quantize_te: bool | list[str] = False) -> str:
+    """The tables' Quantization: ``INT8``, or the mix ``INT8 / TE FP8`` when the encoders have their own qtype."""
+    if te_qtype and quantize_te:
+        return f"{qtype.upper()} / TE {te_qtype.upper()}"
+    return qtype.upper()
+
+
+def labels(r: "Record") -> tuple[str, str, str]:
+    """A record's three configuration columns as the tables show them: Quantization, Quantize TE, Fuse QKV."""
+    return qtype_label(r.qtype, r.te_qtype, r.quantize_te), te_label(r.model, r.quantize_te), yes_no(r.fuse_qkv)
 
 
 def config_key(config: dict) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import image_grid_path, recommended, section_of, tradeoff_path
-from .records import Record, yes_no
+from .params import config_of
+from .records import Record, labels
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
 
@@ -34,9 +35,9 @@ def _config_table(rows: list[Record], metrics: dict) -> pd.DataFrame:
     """The ``ok`` rows in grid order: the three configuration columns, then ``metrics`` (name -> getter)."""
     ok = [r for r in rows if r.status == "ok"]
     data = {
-        "Quantization": [r.qtype.upper() for r in ok],
-        "Quantize TE": [yes_no(r.quantize_te) for r in ok],
-        "Fuse QKV": [yes_no(r.fuse_qkv) for r in ok],
+        "Quantization": [labels(r)[0] for r in ok],
+        "Quantize TE": [labels(r)[1] for r in ok],
+        "Fuse QKV": [labels(r)[2] for r in ok],
     }
     data.update({name: [get(r) for r in ok] for name, get in metrics.items()})
     return pd.DataFrame(data)
@@ -75,7 +76,7 @@ RANDOM_NOTE = "random weights: costs are real, images are noise (fidelity is not
 def _predicted(r: Record, predicted: dict | None) -> float | None:
     if predicted is None:
         return None
-    return predicted.get((r.qtype, r.quantize_te, r.fuse_qkv, r.batch_size))
+    return predicted.get(config_of(r))
 
 
 def styled_tables(rows: list[Record], predicted: dict | None = None):
@@ -87,8 +88,7 @@ def styled_tables(rows: list[Record], predicted: dict | None = None):
     by_memory, by_latency = sorted_tables(rows)
     if predicted is not None:
         ok = [r for r in rows if r.status == "ok"]
-        values = {(r.qtype.upper(), yes_no(r.quantize_te), yes_no(r.fuse_qkv)):
-                  _predicted(r, predicted) for r in ok}  # fmt: skip
+        values = {labels(r): _predicted(r, predicted) for r in ok}
         for df in (by_memory, by_latency):
             df[PREDICTED] = [values[k] for k in zip(df["Quantization"], df["Quantize TE"], df["Fuse QKV"])]
     fid = fidelity_table(rows).set_index(["Quantization", "Quantize TE", "Fuse QKV"])
@@ -122,7 +122,7 @@ def fidelity_table(rows: list[Record]) -> pd.DataFrame:
 def recommended_text(rows: list[Record]) -> str:
     best = recommended(rows)
     return "; ".join(
-        f"{r.qtype.upper()} / TE {yes_no(r.quantize_te)} / Fuse {yes_no(r.fuse_qkv)}"
+        "{} / TE {} / Fuse {}".format(*labels(r))
         for r in best
     ) or "none measured"
 
@@ -229,9 +229,9 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {
 """
 
 _HTML_COLUMNS = [
-    ("Quantization", lambda r: r.qtype.upper()),
-    ("Quantize TE", lambda r: yes_no(r.quantize_te)),
-    ("Fuse QKV", lambda r: yes_no(r.fuse_qkv)),
+    ("Quantization", lambda r: labels(r)[0]),
+    ("Quantize TE", lambda r: labels(r)[1]),
+    ("Fuse QKV", lambda r: labels(r)[2]),
     ("Memory (GB)", lambda r: r.memory_gb),
     ("Peak memory (GB)", lambda r: r.peak_memory_gb),
     ("Latency (s)", lambda r: r.latency_s),

@@ -6,6 +6,7 @@ import torch
 from helpers import grid, params as P, report
 from helpers.measure import tensor_bytes
 from helpers.pipelines import load_pipeline
+from helpers.params import Config
 from helpers.quant import load_config
 
 
@@ -22,7 +23,7 @@ def test_torchao_quantizes_every_linear_to_its_layout(tiny_paths, model, qtype):
     plain = load_pipeline(tiny_paths[model], "bf16", "cpu")
     shapes = {n: (m.out_features, m.in_features, m.bias is not None)
               for n, m in plain.transformer.named_modules() if isinstance(m, torch.nn.Linear)}  # fmt: skip
-    config = load_config(model, "torchao", qtype, quantize_te=False, exclude=[], dtype="bf16")
+    config = load_config(model, "torchao", Config(qtype, False, False, 1), exclude=[], dtype="bf16")
     pipe = load_pipeline(tiny_paths[model], "bf16", "cpu", quantization_config=config)
     modules = dict(pipe.transformer.named_modules())
     for name, (n, k, bias) in shapes.items():
@@ -39,9 +40,9 @@ def test_every_backend_module_has_the_interface():
 
     for name, b in BACKENDS.items():
         assert b.NAME == name and b.QTYPES[0] == "none" and isinstance(b.PREDICTED, bool) and b.PACKAGE
-        for hook in ("unsupported", "excludes", "load_time", "after_load", "on_meta"):
+        for hook in ("unsupported", "excludes", "preloaded", "load_time", "after_load", "on_meta"):
             assert callable(getattr(b, hook)), (name, hook)
-        assert b.unsupported("none", "cpu") is None
+        assert b.unsupported("none", "cpu") is None and isinstance(b.TEXT_ENCODERS, bool)
 
 
 def test_torchao_grid_records_every_configuration_ok_or_skipped(tmp_path, tiny_paths):
@@ -99,3 +100,39 @@ def test_cuda_backends_run(tmp_path, tiny_paths, backend, qtype):
                         fuse_qkv=[False], warmup=0, repeats=1, device="cuda", out_dir=str(tmp_path)))  # fmt: skip
     rows = grid.run_grid(p, progress=False)
     assert rows[0].status == "ok" and rows[1].status in ("ok", "skipped"), rows[1].error
+
+
+def test_gguf_refusals_are_recorded_with_the_reason_and_the_file_is_written_once(tiny_paths, tmp_path):
+    """No single-file loader (PixArt), fused QKV and text encoders are ``skipped`` with why; the .gguf file is
+    cached by checkpoint, dtype and qtype, so a second load does not write it again."""
+    from helpers.backends import gguf
+
+    p = P.validate(dict(model="pixart", backend="gguf", qtypes=["q8_0"], quantize_te=[False], fuse_qkv=[False],
+                        warmup=0, repeats=1, out_dir=str(tmp_path / "pixart"), device="cpu"))  # fmt: skip
+    (r,) = grid.run_grid(p, progress=False)
+    assert r.status == "skipped" and "single-file loader for PixArtTransformer2DModel" in r.error
+    p = P.validate(dict(model="flux-dev", backend="gguf", qtypes=["q4_0"], quantize_te=[False, True],
+                        fuse_qkv=[False, True], warmup=0, repeats=1, out_dir=str(tmp_path / "flux"), device="cpu"))  # fmt: skip
+    status = {(r.quantize_te, r.fuse_qkv): (r.status, r.error) for r in grid.run_grid(p, progress=False)}
+    assert status[False, False] == ("ok", None)
+    assert status[False, True][0] == "skipped" and status[False, True][1].startswith("fuse_qkv_projections: ")
+    assert status[True, False] == ("skipped", gguf.TE_REASON)
+    path = gguf.gguf_file(str(tiny_paths["flux-dev"]), "q4_0", torch.bfloat16, [])
+    before = path.stat().st_mtime_ns
+    gguf.preloaded(str(tiny_paths["flux-dev"]), "q4_0", torch.bfloat16, [])
+    assert path.stat().st_mtime_ns == before
+
+
+def test_layerwise_casting_stores_weights_in_float8_and_computes_in_the_pipeline_dtype(tiny_paths):
+    from helpers.backends import layerwise
+
+    pipe = load_pipeline(tiny_paths["sd3"], "fp16", "cpu")
+    layerwise.after_load(pipe.transformer, "fp8e4m3", ["proj_out"], True, False)
+    layerwise.after_load(pipe.text_encoder_3, "fp8e4m3", [], False, False)
+    block = pipe.transformer.transformer_blocks[0]
+    assert block.attn.to_q.weight.dtype == torch.float8_e4m3fn and block.norm1.linear.weight.dtype == torch.float16
+    assert pipe.transformer.proj_out.weight.dtype == torch.float16  # excluded
+    assert pipe.transformer.dtype == torch.float16  # diffusers reports the compute dtype
+    t5 = pipe.text_encoder_3
+    assert t5.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+    assert t5.shared.weight.dtype == torch.float16  # embeddings stay: the pipeline reads the encoder's dtype there

@@ -24,7 +24,7 @@ def test_tiny_prediction_equals_a_real_load_to_the_byte(tiny_paths, model, dtype
     assert len(rows) == 16
     for row in rows:
         pipe = load_pipeline(tiny_paths[model], dtype, "cpu")
-        apply_config(pipe, model, row["qtype"], row["quantize_te"], row["fuse_qkv"], [])
+        apply_config(pipe, model, P.config_of(row), [])
         modules = pipeline_modules(pipe)
         assert {n: tensor_bytes([m]) for n, m in modules.items()} == row["components"], row
         assert tensor_bytes(modules.values()) == row["memory_bytes"]
@@ -36,7 +36,7 @@ def test_exclude_is_part_of_the_prediction(tiny_paths):
     plain = estimate("pixart", "bf16", params, components)[0]
     kept = estimate("pixart", "bf16", {**params, "exclude": ["proj_out"]}, components)[0]
     pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
-    apply_config(pipe, "pixart", "int8", False, False, ["proj_out"])
+    apply_config(pipe, "pixart", P.Config("int8", False, False, 1), ["proj_out"])
     assert kept["memory_bytes"] == tensor_bytes(pipeline_modules(pipe).values()) > plain["memory_bytes"]
 
 
@@ -141,9 +141,9 @@ def test_tiny_torchao_prediction_equals_a_real_load_to_the_byte(tiny_paths, mode
     rows = estimate(model, dtype, params, components_from_folder(tiny_paths[model]))
     assert len(rows) == 16
     for row in rows:
-        config = load_config(model, "torchao", row["qtype"], row["quantize_te"], [], dtype, row["fuse_qkv"])
+        config = load_config(model, "torchao", P.config_of(row), [], dtype)
         pipe = load_pipeline(tiny_paths[model], dtype, "cpu", quantization_config=config)
-        apply_config(pipe, model, row["qtype"], row["quantize_te"], row["fuse_qkv"], [], "torchao")
+        apply_config(pipe, model, P.config_of(row), [], "torchao")
         modules = pipeline_modules(pipe)
         assert {n: tensor_bytes([m]) for n, m in modules.items()} == row["components"], row
 
@@ -158,3 +158,57 @@ def test_the_estimate_says_what_it_cannot_predict(tiny_paths, capsys):
     assert rows[1]["memory_bytes"] is None and rows[1]["note"].startswith("not predicted: ")
     assert predicted_gb(P.validate({"model": "pixart", "backend": "bnb"})) is None
     assert "not 'bnb'" in capsys.readouterr().out
+
+
+def _grid_against_estimate(tiny_paths, tmp_path, **overrides):
+    """Run a small tiny grid; every record ``ok`` and its memory equal to the estimate's row, to the byte."""
+    from helpers import grid
+
+    p = P.validate(dict(fuse_qkv=[False], warmup=0, repeats=1, out_dir=str(tmp_path), device="cpu", **overrides))
+    rows = grid.run_grid(p, progress=False)
+    assert rows and all(r.status == "ok" for r in rows), [(r.qtype, r.error) for r in rows]
+    predicted = {P.config_of(e): e["memory_bytes"]
+                 for e in estimate(p.model, p.dtype, p, components_from_folder(tiny_paths[p.model]))}  # fmt: skip
+    assert {P.config_of(r): r.memory_bytes for r in rows} == predicted
+    return rows
+
+
+def test_per_encoder_and_mixed_qtypes_equal_their_estimates(tiny_paths, tmp_path):
+    """SD3: encoders chosen one by one, and a qtype of their own (an unquantized transformer with int8
+    encoders too); records carry quantize_te as given and the tables read 1+3 and NONE / TE INT8."""
+    from helpers import report
+
+    rows = _grid_against_estimate(tiny_paths, tmp_path, model="sd3", dtype="fp16", qtypes=["none", "fp8"],
+                                  quantize_te=[False, ["text_encoder_3", "text_encoder"], True], te_qtypes=["int8"])
+    assert len(rows) == 6
+    by = {(r.qtype, str(r.quantize_te)): r for r in rows}
+    assert by["none", "['text_encoder_3', 'text_encoder']"].te_qtype == "int8"
+    assert by["none", "False"].te_qtype is None
+    # quantizing encoders 1 and 3 saves less than all three, more than none
+    assert by["fp8", "False"].memory_bytes > by["fp8", "['text_encoder_3', 'text_encoder']"].memory_bytes \
+        > by["fp8", "True"].memory_bytes  # fmt: skip
+    from helpers import figures
+
+    figures.image_grid(rows, str(tmp_path))
+    figures.tradeoff_chart(rows, str(tmp_path))
+    assert figures.image_grid_path(str(tmp_path), "sd3_fp16").is_file()
+    assert "TE 3+1" in report.recommended_text(rows) or "TE Yes" in report.recommended_text(rows)
+    df = report.table(rows)
+    assert ("NONE / TE INT8", "3+1") in set(zip(df["Quantization"], df["Quantize TE"]))
+    assert ("FP8", "No") in set(zip(df["Quantization"], df["Quantize TE"]))
+
+
+def test_gguf_and_layerwise_casting_equal_their_estimates(tiny_paths, tmp_path):
+    """GGUF: FLUX's transformer from a .gguf file (q8_0, q4_0) with fidelity to NONE; fp8 layerwise
+    casting of SD3's transformer and text encoders. Measured memory == prediction, to the byte."""
+    gguf = _grid_against_estimate(tiny_paths, tmp_path / "gguf", model="flux-dev", dtype="bf16", backend="gguf",
+                                  qtypes=["none", "q8_0", "q4_0"], quantize_te=[False])  # fmt: skip
+    by = {r.qtype: r for r in gguf}
+    assert by["none"].memory_bytes > by["q8_0"].memory_bytes > by["q4_0"].memory_bytes
+    assert all(by[q].ssim is not None and by[q].psnr_db > 20 for q in ("q8_0", "q4_0"))
+    assert by["q8_0"].psnr_db > by["q4_0"].psnr_db  # more bits, closer to NONE
+    lw = _grid_against_estimate(tiny_paths, tmp_path / "lw", model="sd3", dtype="fp16", backend="layerwise",
+                                qtypes=["none", "fp8e4m3"], quantize_te=[False, True])  # fmt: skip
+    by = {(r.qtype, r.quantize_te): r for r in lw}
+    assert by["none", False].memory_bytes > by["fp8e4m3", False].memory_bytes > by["fp8e4m3", True].memory_bytes
+    assert by["fp8e4m3", True].ssim is not None

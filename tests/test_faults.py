@@ -37,7 +37,7 @@ BAD_INPUTS = {
     "unknown preset": ({"preset": "huge"}, ["'preset'", "'huge'", "tiny, full"]),
     "unknown key": ({"stpes": 4}, ["'stpes'", "valid parameters", "steps"]),
     "wrong type repeats": ({"repeats": "five"}, ["'repeats'", "int", "'five'"]),
-    "wrong type quantize_te": ({"quantize_te": "maybe"}, ["'quantize_te'", "list of bool", "'maybe'"]),
+    "wrong type quantize_te": ({"quantize_te": "maybe"}, ["'quantize_te'", "list of false, true or lists", "'maybe'"]),
     "warmup < 0": ({"warmup": -1}, ["'warmup'", ">= 0"]),
     "repeats < 1": ({"repeats": 0}, ["'repeats'", ">= 1"]),
     "batch_size < 1": ({"batch_sizes": [0]}, ["'batch_sizes'", ">= 1"]),

@@ -178,7 +178,7 @@ def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batc
     box = explorer(rows, str(batch_out))
     top, qte, fuse, panes = box.children
     qtype = top.children[0]
-    qtype.value, fuse.value = "int8", True
+    qtype.value, fuse.value = "INT8", True
     chosen, base = panes.children
     chosen_text = " ".join(c.value for c in chosen.children if isinstance(c.value, str))
     base_text = " ".join(c.value for c in base.children if isinstance(c.value, str))

@@ -4,6 +4,7 @@ NAME = "bnb"
 PACKAGE = "bitsandbytes"
 QTYPES = ("none", "nf4", "int8")
 PREDICTED = False  # the estimate says so rather than guess
+TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 
 
 def excludes(pattern: str, name: str) -> bool:
@@ -15,6 +16,10 @@ def unsupported(qtype: str, device: str) -> str | None:
     if qtype != "none" and device != "cuda":
         return "bitsandbytes nf4/int8 layers run on CUDA only in this project (device: cpu)"
     return None
+
+
+def preloaded(checkpoint, qtype, dtype, exclude) -> dict:
+    return {}
 
 
 def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):

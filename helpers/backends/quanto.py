@@ -4,6 +4,7 @@ NAME = "quanto"
 PACKAGE = "optimum-quanto"
 QTYPES = ("none", "int8", "fp8", "int4")
 PREDICTED = True
+TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 
 
 def qtype_object(qtype: str):
@@ -26,6 +27,10 @@ def excludes(pattern: str, name: str) -> bool:
 
 def unsupported(qtype: str, device: str) -> str | None:
     return None
+
+
+def preloaded(checkpoint, qtype, dtype, exclude) -> dict:
+    return {}
 
 
 def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):

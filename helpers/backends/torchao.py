@@ -9,6 +9,7 @@ NAME = "torchao"
 PACKAGE = "torchao"
 QTYPES = ("none", "int8wo", "int8dq", "fp8wo", "fp8dq", "int4wo")
 PREDICTED = True
+TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 
 
 def config(qtype: str):
@@ -42,6 +43,10 @@ def unsupported(qtype: str, device: str) -> str | None:
     if qtype == "int4wo" and device != "cuda":
         return "torchao int4wo needs its CUDA int4 kernels (the mslk package), not available on the CPU"
     return None
+
+
+def preloaded(checkpoint, qtype, dtype, exclude) -> dict:
+    return {}
 
 
 def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):

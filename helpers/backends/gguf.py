@@ -1,0 +1,145 @@
+"""GGUF, the format the community ships for consumer GPUs: the transformer from a ``.gguf`` file.
+
+The project writes the checkpoint's transformer to a ``.gguf`` file with the
+``gguf`` package (cached, keyed by architecture, checkpoint, dtype, qtype and
+``exclude``), then loads it as users do: diffusers' single-file loading,
+``from_single_file(path, quantization_config=GGUFQuantizationConfig(...))``.
+The quantized weights stay in GGUF's blocks (uint8) and are dequantized to the
+compute dtype at each forward.
+
+What goes into a block type: the weight of every ``nn.Linear`` whose input
+width is a whole number of blocks and that no ``exclude`` pattern names. Every
+other tensor is written as float32 and loads in the pipeline's dtype.
+"""
+
+NAME = "gguf"
+PACKAGE = "gguf"
+# The block types the gguf package can write in Python and diffusers can read (K-quants: read only).
+QTYPES = ("none", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+PREDICTED = True
+TEXT_ENCODERS = False
+TE_REASON = "the gguf backend quantizes the transformer only: diffusers loads GGUF for diffusers models"
+
+
+def _ggml_type(qtype: str):
+    from gguf import GGMLQuantizationType
+
+    return GGMLQuantizationType[qtype.upper()]
+
+
+def excludes(pattern: str, name: str) -> bool:
+    """diffusers' rule for ``modules_to_not_convert``: a substring of the module's name."""
+    return pattern in name
+
+
+def unsupported(qtype: str, device: str) -> str | None:
+    return None
+
+
+def quantized_linears(module, qtype: str, exclude: list[str]) -> dict[str, tuple[int, int]]:
+    """Linear name -> the (rows, bytes per row) its weight has in GGUF blocks: what the file quantizes."""
+    import torch
+    from gguf import GGML_QUANT_SIZES
+
+    block, size = GGML_QUANT_SIZES[_ggml_type(qtype)]
+    return {
+        name: (m.out_features, m.in_features // block * size)
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.Linear) and m.in_features % block == 0 and not any(e in name for e in exclude)
+    }
+
+
+def write(transformer, qtype: str, exclude: list[str], path) -> None:
+    """The transformer's state dict as a GGUF file: block-quantized Linear weights, the rest float32."""
+    import gguf
+
+    linears = {f"{name}.weight" for name in quantized_linears(transformer, qtype, exclude)}
+    kind = _ggml_type(qtype)
+    writer = gguf.GGUFWriter(str(path), arch=type(transformer).__name__)
+    for name, tensor in transformer.state_dict().items():
+        data = tensor.detach().float().cpu().numpy()
+        if name in linears:
+            writer.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)
+        else:
+            writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def gguf_file(checkpoint: str, qtype: str, dtype, exclude: list[str]):
+    """The cached ``.gguf`` of this checkpoint's transformer at ``qtype`` (written once, atomically)."""
+    import hashlib
+    import json
+    import os
+    from importlib.metadata import version
+
+    import diffusers
+
+    from ..paths import cache_dir
+
+    cls_name, arch = _transformer_config(checkpoint)
+    key = json.dumps([checkpoint, arch, str(dtype), qtype, exclude, version("gguf")], sort_keys=True, default=str)
+    path = cache_dir() / "gguf" / f"{cls_name}-{qtype}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.gguf"
+    if path.is_file():
+        return path
+    transformer = getattr(diffusers, cls_name).from_pretrained(checkpoint, subfolder="transformer", dtype=dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    write(transformer, qtype, exclude, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _transformer_config(checkpoint: str) -> tuple[str, dict]:
+    """The transformer's class name (from ``model_index.json``) and architecture (its ``config.json``)."""
+    import diffusers
+
+    cls_name = diffusers.DiffusionPipeline.load_config(checkpoint)["transformer"][1]
+    config = getattr(diffusers, cls_name).load_config(checkpoint, subfolder="transformer")
+    return cls_name, {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def preloaded(checkpoint: str, qtype: str, dtype, exclude: list[str]) -> dict:
+    """``{"transformer": ...}`` loaded from the GGUF file through diffusers' single-file loading."""
+    if qtype == "none":
+        return {}
+    if checkpoint is None:
+        raise NotImplementedError("random-full builds its weights in memory; a GGUF transformer loads from a file")
+    import diffusers
+
+    cls_name, _ = _transformer_config(checkpoint)
+    cls = getattr(diffusers, cls_name)
+    if not hasattr(cls, "from_single_file"):
+        raise NotImplementedError(f"diffusers has no single-file loader for {cls_name} (it is not a "
+                                  "FromOriginalModelMixin), so it cannot load a GGUF file")  # fmt: skip
+    path = gguf_file(checkpoint, qtype, dtype, exclude)
+    transformer = cls.from_single_file(
+        str(path), config=checkpoint, subfolder="transformer", dtype=dtype,
+        quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=dtype),
+    )  # fmt: skip
+    return {"transformer": transformer}
+
+
+def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):
+    return None
+
+
+def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
+    if not transformer and qtype != "none":
+        raise NotImplementedError(TE_REASON)
+
+
+def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
+    """What loading the GGUF file gives: each quantized Linear's weight as uint8 blocks."""
+    after_load(module, qtype, exclude, transformer, fuse_qkv)
+    if qtype == "none":
+        return
+    if fuse_qkv:
+        raise NotImplementedError("diffusers cannot fuse GGUF-quantized projections")
+    import torch
+
+    for name, shape in quantized_linears(module, qtype, exclude).items():
+        linear = module.get_submodule(name)
+        linear.weight = torch.nn.Parameter(torch.empty(shape, dtype=torch.uint8, device="meta"), requires_grad=False)

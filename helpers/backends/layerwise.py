@@ -1,0 +1,72 @@
+"""fp8 layerwise casting: diffusers' ``enable_layerwise_casting``, weights stored in float8 and cast
+to the pipeline's dtype layer by layer for each forward.
+
+A backend rather than an axis of its own: it is another answer to the same
+question (how weights are stored), it does not combine with the other backends
+(their weights are already quantized tensors that cannot be cast), and as a
+backend it gets the whole grid (text encoders, fused QKV, batch sizes) and its
+own unquantized reference, ``none``.
+
+The transformer uses diffusers' own method, which leaves the layers its class
+names (``_skip_layerwise_casting_patterns``: position embeddings, norms) and
+``_keep_in_fp32_modules`` alone. A text encoder, a transformers model, gets the
+same hook through ``diffusers.hooks.apply_layerwise_casting`` with diffusers'
+default patterns plus its own ``_keep_in_fp32_modules`` (T5's ``wo`` in fp16), and leaves its
+embeddings alone (see ``after_load``).
+``exclude`` patterns are regular expressions, diffusers' rule (``re.search``).
+"""
+
+NAME = "layerwise"
+PACKAGE = "diffusers"
+QTYPES = ("none", "fp8e4m3", "fp8e5m2")
+PREDICTED = True
+TEXT_ENCODERS = True
+
+
+def storage_dtype(qtype: str):
+    import torch
+
+    return {"fp8e4m3": torch.float8_e4m3fn, "fp8e5m2": torch.float8_e5m2}[qtype]
+
+
+def excludes(pattern: str, name: str) -> bool:
+    import re
+
+    return re.search(pattern, name) is not None
+
+
+def unsupported(qtype: str, device: str) -> str | None:
+    return None
+
+
+def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):
+    return None
+
+
+def preloaded(checkpoint, qtype, dtype, exclude) -> dict:
+    return {}
+
+
+def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
+    if qtype == "none":
+        return
+    import torch
+
+    compute = module.dtype  # the pipeline's dtype, which each layer computes in
+    if transformer:
+        skip = tuple(module._skip_layerwise_casting_patterns or ()) + tuple(exclude)
+        module._skip_layerwise_casting_patterns = skip
+        module.enable_layerwise_casting(storage_dtype=storage_dtype(qtype), compute_dtype=compute)
+        return
+    from diffusers.hooks import apply_layerwise_casting
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    # transformers keeps these in float32 under fp16 (T5's wo): they stay as they are
+    keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ()) if compute == torch.float16 else ()
+    # Embeddings stay in the compute dtype: pipelines take their dtype from an encoder's first parameter
+    # (transformers' ``.dtype``), its token embedding, and would make fp8 latents of it.
+    apply_layerwise_casting(module, storage_dtype(qtype), compute, DEFAULT_SKIP_MODULES_PATTERN + tuple(exclude) + keep,
+                            skip_modules_classes=(torch.nn.Embedding,))  # fmt: skip
+
+
+on_meta = after_load  # casting a meta tensor changes its dtype only
