@@ -72,10 +72,48 @@ def recommended(rows: list[Record]) -> list[Record]:
     return sorted((ok[i] for i in front), key=lambda r: (r.memory_gb, r.latency_s))
 
 
+# Where a point's label may go, nearest first: (dx, dy) in points from the point.
+_LABEL_OFFSETS = [(sx * 5, sy * d) for d in (5, 13, 21, 29) for sx in (1, -1) for sy in (1, -1)]
+
+
+def _move(label, dx: float, dy: float) -> None:
+    label.set(position=(dx, dy), ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top")
+
+
+def _place_labels(ax, points: list[tuple[float, float]], texts: list[str]) -> None:
+    """Label each point at the first offset where its label stays inside the axes and covers no marker
+    and no earlier label; where none is free, at the nearest offset. Call once the layout is final."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    half = 4 * ax.figure.dpi / 72  # a marker's half width (s=60 is about 8 points across)
+    taken = [Bbox.from_extents(x - half, y - half, x + half, y + half) for x, y in ax.transData.transform(points)]
+    for point, text in zip(points, texts):
+        label = ax.annotate(text, point, xytext=_LABEL_OFFSETS[0], textcoords="offset points", fontsize=7)
+        for dx, dy in _LABEL_OFFSETS:
+            _move(label, dx, dy)
+            box = label.get_window_extent(renderer)
+            fits = inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)
+            if fits and box.count_overlaps(taken) == 0:
+                break
+        else:
+            _move(label, *_LABEL_OFFSETS[0])
+            box = label.get_window_extent(renderer)
+        taken.append(box)
+
+
+def _point_label(r: Record) -> str:
+    """A chart point's name: ``int8+te+fuse``, ``int8 / te fp8+te1+3``."""
+    te = "" if not r.quantize_te else "+te" if r.quantize_te is True else f"+te{labels(r)[1]}"
+    return f"{labels(r)[0].lower()}{te}{'+fuse' if r.fuse_qkv else ''}"
+
+
 def tradeoff_chart(rows: list[Record], out_dir: str):
     """Memory against latency, one point per configuration, coloured by SSIM to the unquantized run;
     the recommended ones ringed and listed under the axes. Saved as PNG; returns the figure."""
     from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
@@ -84,16 +122,14 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     if not ok:
         raise ValueError("no measured configuration to chart")
     best = recommended(ok)
-    fig = Figure(figsize=(7.5, 5.2))
+    fig = Figure(figsize=(7.5, 5.2), dpi=90)
+    FigureCanvasAgg(fig)  # a renderer, to measure where the point labels fall
     ax = fig.subplots()
     norm, cmap = Normalize(vmin=min(min(r.ssim for r in ok if r.ssim is not None), 0.9), vmax=1.0), colormaps["viridis"]
     for r in ok:
         colour = "lightgrey" if r.ssim is None else cmap(norm(r.ssim))
         ax.scatter(r.memory_gb, r.latency_s, s=60, color=colour, edgecolors="black" if r in best else "none",
                    linewidths=2, zorder=3)  # fmt: skip
-        te = "" if not r.quantize_te else "+te" if r.quantize_te is True else f"+te{labels(r)[1]}"
-        ax.annotate(f"{labels(r)[0].lower()}{te}{'+fuse' if r.fuse_qkv else ''}",
-                    (r.memory_gb, r.latency_s), fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="SSIM to NONE (1 = identical)")
     first = ok[0]
     ax.set_xlabel("Memory (GB)")
@@ -103,6 +139,8 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     names = ", ".join("{} (TE {}, fuse {})".format(*labels(r)) for r in best)
     fig.text(0.01, 0.01, f"Recommended (ringed; nothing beats them on both): {names}", fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    _place_labels(ax, [(r.memory_gb, r.latency_s) for r in ok],
+                  [_point_label(r) for r in ok])  # fmt: skip
     path = tradeoff_path(out_dir, section_of(first))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

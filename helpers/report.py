@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from .figures import image_grid_path, recommended, section_of, tradeoff_path
-from .params import config_of
+from .params import Config, config_of
 from .records import Record, labels
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
@@ -192,17 +193,23 @@ def write_results_markdown(out_dir: str, sections: list[list[Record]]) -> Path:
 # ---------------------------------------------------------------- report.html
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1200px;color:#222}
+body{font-family:system-ui,sans-serif;margin:1.5rem auto;padding:0 1.5rem;max-width:1200px;color:#222}
 h2{margin-top:2.5rem;border-bottom:1px solid #ccc}
+h3 .env{font-weight:normal}
+nav.toc ul{margin:.25rem 0;columns:2 24rem}
+.table-wrap{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
 th{background:#f3f3f3;cursor:pointer;user-select:none}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.na{color:#888;cursor:help}
+table.summary th{cursor:auto}
 tr.failed td{background:#fde8e8}
 tr.skipped td{background:#fff6da}
 .env{font-size:.8rem;color:#555}
+code{overflow-wrap:anywhere}
 .mixed{background:#fde8e8;padding:.25rem .5rem}
-img.grid{max-width:100%;border:1px solid #ddd}
+img{max-width:100%;height:auto;border:1px solid #ddd}
 """
 
 # Sort a table by the clicked column (numbers numerically, blanks last); click again to reverse.
@@ -228,104 +235,259 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {
 });
 """
 
-_HTML_COLUMNS = [
-    ("Quantization", lambda r: labels(r)[0]),
-    ("Quantize TE", lambda r: labels(r)[1]),
-    ("Fuse QKV", lambda r: labels(r)[2]),
-    ("Memory (GB)", lambda r: r.memory_gb),
-    ("Peak memory (GB)", lambda r: r.peak_memory_gb),
-    ("Latency (s)", lambda r: r.latency_s),
-    ("Latency min (s)", lambda r: r.latency_min_s),
-    ("Latency max (s)", lambda r: r.latency_max_s),
-    ("Compile (s)", lambda r: r.compile_s),
-    ("Init (s)", lambda r: r.init_s),
-    ("Repeats", lambda r: r.repeats),
-    ("PSNR to NONE (dB)", lambda r: "identical" if r.identical else r.psnr_db),
-    ("SSIM to NONE", lambda r: r.ssim),
-    ("Latent rel. error", lambda r: r.latent_rel_error),
-    ("Status", lambda r: r.status),
-    ("Reason", lambda r: r.error or ""),
-]
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits in fixed notation, never an exponent: 0.000123, 3.04, 1230."""
+    if not math.isfinite(value):
+        return str(value)
+    rounded = float(f"{value:.{digits - 1}e}")
+    decimals = digits - 1 - math.floor(math.log10(abs(rounded))) if rounded else 0
+    return f"{rounded:.{max(decimals, 0)}f}"
 
 
-def _html_cell(value) -> str:
+# How report.html writes each numeric column: memory as published (3 decimals), timings to 3 significant digits.
+FORMATS = {
+    "Memory (GB)": "{:.3f}".format,
+    PREDICTED: "{:.3f}".format,
+    "Peak memory (GB)": "{:.3f}".format,
+    "Memory saved (GB)": "{:.3f}".format,
+    "Memory saved (%)": "{:.1f}".format,
+    "Latency (s)": significant,
+    "Latency min (s)": significant,
+    "Latency max (s)": significant,
+    "Latency change (%)": "{:+.1f}".format,
+    "Compile (s)": significant,
+    "Init (s)": significant,
+    "PSNR to NONE (dB)": "{:.1f}".format,
+    "SSIM to NONE": "{:.3f}".format,
+    "Latent rel. error": significant,
+}
+
+_NO_REFERENCE = "No fidelity: its NONE reference (Quantize TE No, same Fuse QKV and batch size) did not run"
+# Why a measured (``ok``) configuration has no figure in a column: its cell shows n/a with this as tooltip.
+NOT_APPLICABLE = {
+    "Peak memory (GB)": (
+        "On the CPU, peak is how much the process's resident memory grew during one call. Below 1 MB "
+        "(or where Linux cannot reset the peak) that says nothing: the call reuses memory earlier calls left resident."
+    ),
+    PREDICTED: "No prediction: the estimate cannot quantize this configuration on the meta device",
+    "Compile (s)": "The transformer is not compiled",
+    "Init (s)": "Only the random-full preset builds its weights; the others load them",
+    "PSNR to NONE (dB)": _NO_REFERENCE,
+    "SSIM to NONE": _NO_REFERENCE,
+    "Latent rel. error": _NO_REFERENCE,
+}
+
+
+def _peak(r: Record) -> float | None:
+    """Peak memory, but ``None`` on the CPU below what the table shows (0.000 GB), where it carries no information."""
+    if r.device == "cpu" and (r.peak_memory_gb or 0) < 0.0005:
+        return None
+    return r.peak_memory_gb
+
+
+_HTML_COLUMNS = {
+    "Quantization": lambda r: labels(r)[0],
+    "Quantize TE": lambda r: labels(r)[1],
+    "Fuse QKV": lambda r: labels(r)[2],
+    "Memory (GB)": lambda r: r.memory_gb,
+    "Peak memory (GB)": _peak,
+    "Latency (s)": lambda r: r.latency_s,
+    "Latency min (s)": lambda r: r.latency_min_s,
+    "Latency max (s)": lambda r: r.latency_max_s,
+    "Compile (s)": lambda r: r.compile_s,
+    "Init (s)": lambda r: r.init_s,
+    "Repeats": lambda r: r.repeats,
+    "PSNR to NONE (dB)": lambda r: "identical" if r.identical else r.psnr_db,
+    "SSIM to NONE": lambda r: r.ssim,
+    "Latent rel. error": lambda r: r.latent_rel_error,
+    "Status": lambda r: r.status,
+    "Reason": lambda r: r.error or "",
+}
+
+
+def _html_cell(column: str, value, why: str | None = None) -> str:
+    """A number in its column's format (the raw value in ``data-value``, to sort by); text escaped.
+
+    ``why``: the figure does not apply here; the cell shows n/a with ``why`` as its tooltip.
+    """
+    if why is not None:
+        return f'<td class="num na" data-value="" title="{html.escape(why)}">n/a</td>'
     if value is None:
         return '<td class="num" data-value=""></td>'
     if isinstance(value, float):
-        # 4 significant digits: the tiny preset's figures are far below the 3 decimals of RESULTS.md
-        return f'<td class="num" data-value="{value!r}">{value:.4g}</td>'
+        return f'<td class="num" data-value="{value!r}">{FORMATS[column](value)}</td>'
     if isinstance(value, int):
         return f'<td class="num">{value}</td>'
     return f"<td>{html.escape(str(value))}</td>"
 
 
+def _html_row(r: Record, columns: dict) -> str:
+    """A failed or skipped configuration's figures stay blank: its Reason says why."""
+    css = {"error": "failed", "skipped": "skipped"}.get(r.status, "")
+    cells = []
+    for name, get in columns.items():
+        value = get(r)
+        why = NOT_APPLICABLE.get(name, "Not measured") if value is None and r.status == "ok" else None
+        cells.append(_html_cell(name, value, why))
+    return f'<tr class="{css}">{"".join(cells)}</tr>'
+
+
+def _table(columns: dict, rows: list[Record], css: str) -> str:
+    """A table in a box of its own width, so a wide one scrolls there and not the page."""
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    body = "".join(_html_row(r, columns) for r in rows)
+    return (f'<div class="table-wrap"><table class="{css}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")  # fmt: skip
+
+
 def _html_table(rows: list[Record], predicted: dict | None) -> str:
     order = sorted(rows, key=lambda r: (r.status != "ok", r.memory_gb if r.memory_gb is not None else 0))
-    columns = list(_HTML_COLUMNS)
+    columns = {}
+    for name, get in _HTML_COLUMNS.items():
+        columns[name] = get
+        if name == "Memory (GB)" and predicted is not None:
+            columns[PREDICTED] = lambda r: _predicted(r, predicted)
+    return _table(columns, order, "sortable")
+
+
+BASELINE = "NONE (Quantize TE No, Fuse QKV No)"
+
+
+def _summary(sub: list[Record], predicted: dict | None) -> str:
+    """The recommended configurations, their fidelity and what each saves against the BASELINE."""
+    best = recommended(sub)
+    if not best:
+        failed = sum(r.status == "error" for r in sub)
+        return f"<p>Nothing measured: {failed} failed, {len(sub) - failed} skipped.</p>"
+    shown = ("Quantization", "Quantize TE", "Fuse QKV", "PSNR to NONE (dB)", "SSIM to NONE", "Memory (GB)")
+    columns = {name: _HTML_COLUMNS[name] for name in shown}
+    base = next((r for r in sub if config_of(r) == Config("none", False, False, r.batch_size)), None)
+    if base is not None and base.status == "ok":
+        note = ""
+        columns["Memory saved (GB)"] = lambda r: base.memory_gb - r.memory_gb
+        columns["Memory saved (%)"] = lambda r: 100 * (1 - r.memory_gb / base.memory_gb)
+        columns["Latency change (%)"] = lambda r: 100 * (r.latency_s / base.latency_s - 1)
+    elif base is None:
+        note = f"<p>No savings shown: {BASELINE} did not run here.</p>"
+    else:
+        note = f"<p>No savings shown: {BASELINE} {'failed' if base.status == 'error' else 'was skipped'}: " \
+               f"{html.escape(base.error or '')}</p>"  # fmt: skip
     if predicted is not None:
-        columns.insert(4, (PREDICTED, lambda r: _predicted(r, predicted)))
-    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns)
-    body = []
-    for r in order:
-        css = {"error": "failed", "skipped": "skipped"}.get(r.status, "")
-        cells = "".join(_html_cell(get(r)) for _, get in columns)
-        body.append(f'<tr class="{css}">{cells}</tr>')
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        columns[PREDICTED] = lambda r: _predicted(r, predicted)
+    return note + _table(columns, best, "summary")
 
 
-def _embedded_png(path: Path) -> str:
+def _embedded_png(path: Path, alt: str) -> str:
     if not path.is_file():
-        return "<p><em>no image grid</em></p>"
+        return f"<p><em>Not drawn: {html.escape(alt)}.</em></p>"
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img class="grid" alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _environment(rows: list[Record]) -> str:
-    r = rows[0]
+def _environment_key(r: Record) -> tuple:
+    """Where and how a record was measured, whatever its model: records alike share one environment."""
+    return (r.device, r.device_name, tuple(sorted(r.versions.items())), r.preset, r.warmup, r.repeats, r.seed,
+            tuple(r.prompts))  # fmt: skip
+
+
+def _environment(label: str, r: Record) -> str:
     versions = ", ".join(f"{html.escape(k)} {html.escape(v)}" for k, v in sorted(r.versions.items()))
     return (
-        f'<p class="env">Measured on {html.escape(r.device)} ({html.escape(r.device_name)}); {versions}. '
-        f"Preset {html.escape(r.preset)}, checkpoint <code>{html.escape(r.checkpoint)}</code>; "
-        f"{r.steps} steps at {r.width}&times;{r.height}, guidance {r.guidance_scale}; "
-        f"warm-up {r.warmup}, repeats {r.repeats}; seed {r.seed}; "
+        f'<p class="env" id="environment-{label}"><b>{label}</b>: measured on {html.escape(r.device)} '
+        f"({html.escape(r.device_name or 'unknown device')}); {versions or 'library versions unknown'}. "
+        f"Preset {html.escape(r.preset)}; warm-up {r.warmup}, repeats {r.repeats}; seed {r.seed}; "
         f"prompts {', '.join('&ldquo;' + html.escape(p) + '&rdquo;' for p in r.prompts)}.</p>"
     )
 
 
-def report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None) -> str:
-    """``predictions``, one per section (or ``None``): ``estimate.predicted_gb`` of its model and dtype."""
-    predictions = predictions or [None] * len(sections)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>Experiment Results</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        "<h1>Experiment Results</h1>",
-        "<p>What each quantization choice costs (memory, latency) and what it looks like. "
-        "Click a column heading to sort. Memory (GB) is what the model holds; peak is the most one "
-        "inference needed on top; latency is the median of the timed runs. "
-        f"<b>{html.escape(PREDICTED)}</b> is not measured: it is what the same configuration of the "
-        "full-size checkpoint will hold, predicted from its architecture (<code>python -m helpers estimate</code>).</p>",
+def _environment_links(labels: list[str]) -> str:
+    return ", ".join(f'<a href="#environment-{label}">{label}</a>' for label in labels)
+
+
+def _protocol(r: Record, labels: list[str]) -> str:
+    """A section's own settings, and a link to each environment its records were measured in."""
+    return (
+        f'<p class="env">Environment {_environment_links(labels)}; '
+        f"checkpoint <code>{html.escape(r.checkpoint)}</code>; {r.steps} steps at {r.width}&times;{r.height}, guidance {r.guidance_scale}.</p>"
+    )
+
+
+def _notes(rows: list[Record], sub: list[Record]) -> list[str]:
+    """Warnings a section's figures must be read with."""
+    mixed = mixed_hardware(sub)
+    return [
+        f'<p class="env"><b>{RANDOM_NOTE}</b></p>' if rows[0].preset == "random-full" else "",
+        f'<p class="mixed"><b>{html.escape(mixed)}</b></p>' if mixed else "",
     ]
+
+
+def report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None) -> str:
+    """The summary first (with a table of contents), then each section in detail, then the environments.
+
+    ``predictions``, one per section (or ``None``): ``estimate.predicted_gb`` of its model and dtype.
+    """
+    predictions = predictions or [None] * len(sections)
+    environments: dict[tuple, tuple[str, Record]] = {}  # key -> (label, a record measured there)
+    blocks = []
     for rows, predicted in zip(sections, predictions):
         if not rows:
             continue
         model, dtype, backend, section = rows[0].model, rows[0].dtype, rows[0].backend, section_of(rows[0])
         for bs in batch_sizes(rows):
             sub = [r for r in rows if r.batch_size == bs]
-            parts += [
-                f"<h2>{html.escape(heading(model, bs, dtype, backend))}</h2>",
-                f'<p class="env"><b>{RANDOM_NOTE}</b></p>' if rows[0].preset == "random-full" else "",
-                f'<p class="mixed"><b>{html.escape(mixed_hardware(sub))}</b></p>' if mixed_hardware(sub) else "",
-                _environment(sub),
-                _html_table(sub, predicted),
-                _embedded_png(image_grid_path(out_dir, section)),
-                "<h3>Trade-off</h3>",
-                _embedded_png(tradeoff_path(out_dir, section)),
-                f"<p><b>Recommended</b> (no other configuration uses less memory and less time): "
-                f"{html.escape(recommended_text(sub))}</p>",
-            ]
-    parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
+            labels = []
+            for r in [r for r in sub if r.status == "ok"] or sub:
+                label, _ = environments.setdefault(_environment_key(r), (f"E{len(environments) + 1}", r))
+                if label not in labels:
+                    labels.append(label)
+            name = heading(model, bs, dtype, backend)
+            blocks.append((f"{section}-bs{bs}", name, rows, sub, predicted, section, labels))
+
+    contents = "".join(f'<li><a href="#{anchor}">{html.escape(name)}</a></li>' for anchor, name, *_ in blocks)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>Experiment Results</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>Experiment Results</h1>",
+        "<p>What each quantization choice costs (memory, latency) and what it looks like. "
+        "Memory (GB) is what the model holds; peak is the most one inference needed on top; latency is the "
+        "median of the timed runs. Fidelity (PSNR, SSIM) compares each image with NONE's at the same Fuse QKV. "
+        f"<b>{html.escape(PREDICTED)}</b> is not measured: it is what the same configuration of the "
+        "full-size checkpoint will hold, predicted from its architecture (<code>python -m helpers estimate</code>). "
+        "A figure shown as n/a does not apply or says nothing here: hover it for why.</p>",
+        '<nav class="toc"><b>Contents</b><ul><li><a href="#summary">Summary</a></li>'
+        f'{contents}<li><a href="#environments">Environments</a></li></ul></nav>',
+        '<h2 id="summary">Summary</h2>',
+        "<p>Per section, the recommended configurations: no other uses less memory and less time. "
+        f"Savings are against {BASELINE} in the same section; a negative latency change is faster.</p>",
+    ]
+    for anchor, name, rows, sub, predicted, _, labels in blocks:
+        parts += [f'<h3><a href="#{anchor}">{html.escape(name)}</a> '
+                  f'<span class="env">(environment {_environment_links(labels)})</span></h3>',
+                  *_notes(rows, sub), _summary(sub, predicted)]  # fmt: skip
+    for anchor, name, rows, sub, predicted, section, labels in blocks:
+        parts += [
+            f'<h2 id="{anchor}">{html.escape(name)}</h2>',
+            *_notes(rows, sub),
+            _protocol(sub[0], labels),
+            "<p>Click a column heading to sort.</p>",
+            _html_table(sub, predicted),
+            _embedded_png(image_grid_path(out_dir, section),
+                          f"Image grid of {name}: the first prompt's image from each configuration, "
+                          "titled with its quantization, Quantize TE (qte) and Fuse QKV (fuse)"),  # fmt: skip
+            "<h3>Trade-off</h3>",
+            _embedded_png(tradeoff_path(out_dir, section),
+                          f"Trade-off chart of {name}: memory (GB) against latency (s) of each configuration, "
+                          "coloured by SSIM to NONE; the recommended ones are ringed"),  # fmt: skip
+            f"<p><b>Recommended</b> (no other configuration uses less memory and less time): "
+            f"{html.escape(recommended_text(sub))}</p>",
+        ]
+    parts += ['<h2 id="environments">Environments</h2>',
+              *(_environment(label, r) for label, r in environments.values()),
+              f"<script>{_SCRIPT}</script>", "</body></html>"]  # fmt: skip
     return "\n".join(parts)
 
 

@@ -28,6 +28,7 @@ def _build_report(out_dir: Path, **kw) -> tuple[list, Path]:
     rows = grid.run_grid(p, progress=False)
     assert rows and all(r.status == "ok" for r in rows), [r.error for r in rows]
     figures.image_grid(rows, str(out_dir))
+    figures.tradeoff_chart(rows, str(out_dir))
     return rows, report.write_report_html(str(out_dir), [rows])
 
 
@@ -102,6 +103,41 @@ def test_report_renders_images_and_sorts(open_report, built, tmp_path):
     header.click()
     assert _latencies(page) == ascending[::-1]
 
+    assert problems == {"console": [], "pageerror": [], "dialog": []}
+
+
+def _column(page, table: str, name: str) -> list[tuple[str, str]]:
+    """(text, tooltip) of each body cell of ``name`` in the first ``table`` (a CSS selector)."""
+    col = page.locator(f"{table} thead th").all_inner_texts().index(name)
+    cells = page.eval_on_selector(table, f"t => Array.from(t.tBodies[0].rows, r => [r.cells[{col}].textContent, "
+                                         f"r.cells[{col}].title])")  # fmt: skip
+    return [tuple(c) for c in cells]
+
+
+def test_report_leads_with_a_summary_and_fits_the_page(open_report, built):
+    rows, path = built
+    page, problems = open_report(path)
+    assert page.evaluate("""() => {
+        const summary = document.querySelector("table.summary"), first = document.querySelector("table.sortable");
+        return summary.compareDocumentPosition(first) === Node.DOCUMENT_POSITION_FOLLOWING;
+    }"""), "the summary comes before the first detailed table"
+    # the tiny int8 transformer holds less than NONE's: the summary says how much, against NONE
+    assert [text for text, _ in _column(page, "table.summary", "Quantization")][0] == "INT8"
+    assert float(_column(page, "table.summary", "Memory saved (%)")[0][0]) > 0
+
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
+    cells = page.eval_on_selector_all("td", "tds => tds.map(td => td.textContent)")
+    assert cells and not [c for c in cells if re.search(r"\d[eE][+-]?\d", c)], "a cell shows an exponent"
+    alts = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.getAttribute('alt') || '')")
+    assert len(alts) == 2 and all(a.strip() for a in alts), alts
+
+    targets = page.eval_on_selector_all("nav.toc a", "links => links.map(a => a.getAttribute('href'))")
+    assert len(targets) == 3 and all(page.locator(t).count() == 1 for t in targets), targets
+    environments = page.eval_on_selector_all('a[href^="#environment-"]', "links => links.map(a => a.hash)")
+    assert set(environments) == {"#environment-E1"} and page.locator("#environment-E1").count() == 1
+
+    # a CPU peak of a tiny pipeline says nothing: n/a, with why
+    assert ("n/a", report.NOT_APPLICABLE["Peak memory (GB)"]) in _column(page, "table.sortable", "Peak memory (GB)")
     assert problems == {"console": [], "pageerror": [], "dialog": []}
 
 
