@@ -16,6 +16,7 @@ def _grid(args) -> int:
         if value is not None:
             overrides[key] = value
     params = P.validate(overrides)
+    P.ensure_out_dir(params.out_dir)
     from .grid import results_path, run_grid
 
     try:
@@ -32,6 +33,7 @@ def _grid(args) -> int:
 def _batch(args) -> int:
     from .batch import run_batch
 
+    P.ensure_out_dir(args.out_dir)
     failed = run_batch(
         models=args.models, dtypes=args.dtypes, preset=args.preset, out_dir=args.out_dir, backend=args.backend,
         overrides={"device": args.device} if args.device else None, executor=args.executor, address=args.ray_address,

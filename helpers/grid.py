@@ -277,6 +277,9 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
     """
     from tqdm.auto import tqdm
 
+    from .params import ensure_out_dir
+
+    ensure_out_dir(params["out_dir"])
     call = call_settings(params)
     path = results_path(params)
 

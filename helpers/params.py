@@ -9,6 +9,7 @@ choices with a short ``ValueError`` before any model is loaded.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -52,6 +53,18 @@ DEFAULTS: dict = {
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(value):
+    """Every number in a parameter's value (in lists and mappings too)."""
+    if _is_number(value):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for x in value:
+            yield from _numbers(x)
+    elif isinstance(value, dict):
+        for x in value.values():
+            yield from _numbers(x)
 
 
 def _is_str_list(v) -> bool:
@@ -110,12 +123,16 @@ _CHOICES = {"model": tuple(MODELS), "preset": PRESETS, "device": DEVICES, "dtype
 
 
 def load_params_file(path: str | os.PathLike) -> dict:
-    """Read a YAML params file; it must be a mapping (possibly empty)."""
+    """Read a YAML params file; it must be a UTF-8 mapping (possibly empty)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"params file {str(path)!r} is a folder, not a YAML file")
     if not path.is_file():
         raise ValueError(f"params file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"params file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except yaml.YAMLError as e:
         raise ValueError(f"params file {str(path)!r} is not valid YAML: {e}") from None
     if data is None:
@@ -123,6 +140,18 @@ def load_params_file(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"params file {str(path)!r} must be a mapping of parameter names to values")
     return data
+
+
+def ensure_out_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder (and its parents) now, so one that cannot be made is a one-line error."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"output folder {str(path)!r} cannot be created: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"output folder {str(path)!r} is not writable")
+    return path
 
 
 @dataclass(frozen=True)
@@ -184,6 +213,8 @@ def validate(params) -> Params:
         kind, ok = _TYPES[key]
         if not ok(value):
             raise ValueError(f"parameter {key!r} must be {kind}, got {value!r}")
+        if any(not math.isfinite(x) for x in _numbers(value)):
+            raise ValueError(f"parameter {key!r} must be finite, got {value!r}")
     for key, choices in _CHOICES.items():
         if merged[key] not in choices:
             raise ValueError(f"parameter {key!r}: unknown value {merged[key]!r}; valid choices: {', '.join(choices)}")

@@ -98,6 +98,35 @@ def test_an_exclude_typo_fails_the_cli_in_under_5_s(tmp_path, tiny_cache):
     P.validate({"model": "pixart", "exclude": ["proj_out", "*attn1*"]})  # real patterns pass
 
 
+def _one_line_error(args: list[str]) -> str:
+    """Run the CLI; it must fail in under 5 s with one line on stderr (no traceback). Returns that line."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "helpers", *args], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert time.perf_counter() - start < 5
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    return out.stderr
+
+
+def test_what_a_new_user_tried_gets_a_one_line_error_naming_the_key_or_path(tmp_path):
+    """A non-finite number, an output folder that cannot be made, a params path that is a folder and a params
+    file that is not UTF-8: each named, at once, before anything loads."""
+    grid_args = ["grid", "--model", "pixart", "--dtype", "bf16"]
+    nan = tmp_path / "nan.yaml"
+    nan.write_text("guidance_scale: .nan\n")
+    assert "'guidance_scale' must be finite" in _one_line_error([*grid_args, "--params", str(nan), "--out", str(tmp_path)])
+    inf = tmp_path / "inf.yaml"
+    inf.write_text("executor: ray\nray_resources: {num_cpus: .inf}\n")
+    assert "'ray_resources' must be finite" in _one_line_error([*grid_args, "--params", str(inf)])
+    for command in (grid_args, ["batch"]):
+        assert "output folder '/proc/x' cannot be created" in _one_line_error([*command, "--out", "/proc/x"])
+    assert f"params file '{tmp_path}' is a folder" in _one_line_error([*grid_args, "--params", str(tmp_path)])
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("steps: 2  # café\n".encode("latin-1"))
+    assert f"params file '{latin1}' is not UTF-8" in _one_line_error([*grid_args, "--params", str(latin1)])
+    assert not list(tmp_path.glob("results"))
+
+
 def test_batch_refuses_a_bad_model_and_exits_non_zero(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "helpers", "batch", "--models", "pixart", "sdxl", "--out", str(tmp_path)],
