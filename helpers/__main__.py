@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import params as P
-from .registry import DTYPES, EXECUTORS, MODELS, PRESETS
+from .registry import BACKENDS, DTYPES, EXECUTORS, MODELS, PRESETS
 
 
 def _grid(args) -> int:
@@ -37,6 +37,7 @@ def _batch(args) -> int:
     failed = run_batch(
         models=args.models, dtypes=args.dtypes, preset=args.preset, out_dir=args.out_dir, backend=args.backend,
         overrides={"device": args.device} if args.device else None, executor=args.executor, address=args.ray_address,
+        jobs=args.jobs,
     )
     return 1 if failed else 0
 
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--preset", choices=PRESETS, default="tiny")
     b.add_argument("--out", dest="out_dir", default="outputs", help="output folder (default: outputs)")
     b.add_argument("--device", help="auto (default), cpu or cuda")
-    b.add_argument("--backend", default="quanto", help="quanto (default), torchao or bnb; params/<model>.<backend>.yaml")
+    b.add_argument("--backend", default="quanto", choices=BACKENDS,
+                   help="quanto (default), torchao, bnb, gguf or layerwise; params/<model>.<backend>.yaml")
+    b.add_argument("--jobs", type=int, help="notebooks side by side, each with cores/jobs threads "
+                                             "(default: one per core on the CPU, else 1)")
     _ray_arguments(b)
     b.set_defaults(func=_batch)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import params as P
 from .figures import image_grid, tradeoff_chart
-from .grid import grid_records
+from .grid import grid_records, results_path
 from .records import section_name
 from .registry import BACKENDS, DTYPES, MODELS
 from .registry import backend as backend_module
@@ -106,18 +106,37 @@ def export_html(notebook: Path, target: Path) -> None:
 
 
 def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
-    """Image grids, ``RESULTS.md`` and ``report.html`` from the records of every section run here."""
+    """Image grids, ``RESULTS.md`` and ``report.html`` from the records of every section in the manifest.
+
+    A section's image grid and trade-off chart are drawn again only when its records are newer than them
+    (its notebook draws both from the same records)."""
     from .estimate import predicted_gb
+    from .figures import image_grid_path, section_of, tradeoff_path
 
     all_params = _update_manifest(out_dir, runs)
     sections = [grid_records(p) for p in all_params]
-    for rows in sections:
-        if rows:
+    for p, rows in zip(all_params, sections):
+        if not rows:
+            continue
+        written = results_path(p).stat().st_mtime
+        stale = lambda path: not path.is_file() or path.stat().st_mtime < written  # noqa: E731
+        if stale(image_grid_path(out_dir, section_of(rows[0]))):
             image_grid(rows, out_dir)
-        if any(r.status == "ok" for r in rows):
+        if any(r.status == "ok" for r in rows) and stale(tradeoff_path(out_dir, section_of(rows[0]))):
             tradeoff_chart(rows, out_dir)
     predictions = [predicted_gb(p) for p in all_params]
     return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions)]
+
+
+def default_jobs(runs: list[Run]) -> int:
+    """Notebooks side by side: one per CPU core when every run measures on the CPU inline, else one
+    (notebooks sharing a GPU would time each other; on Ray they all run at once anyway)."""
+    import os
+
+    from .registry import torch_device
+
+    on_cpu = all(torch_device(run.params["device"]) == "cpu" and run.params["executor"] == "inline" for run in runs)
+    return min(os.cpu_count() or 1, len(runs)) if on_cpu else 1
 
 
 def run_batch(
@@ -131,44 +150,89 @@ def run_batch(
     backend: str = "quanto",
     executor: str | None = None,
     address: str | None = None,
+    jobs: int | None = None,
 ) -> int:
     """Execute, export, document. Returns the number of notebooks that failed.
 
-    Inline, the notebooks run one after another. On Ray, every notebook runs at
+    Inline, ``jobs`` notebooks run side by side (default: one per core on the
+    CPU, see ``default_jobs``), each kernel given ``threads`` = cores / jobs so
+    that no two measurements share a core. On Ray, every notebook runs at
     once, each kernel the driver (and only writer) of its own section, all on
     one cluster: this one's when ``address`` is given, else a local one started
     for the batch. Ray then holds every section's configurations in one queue,
     so the next section's do not wait for the previous section's last one.
+    A breakdown of where the time went is printed at the end.
     """
+    import os
+
+    from .measure import timed
+
     start = time.perf_counter()
+    started = _now()
     overrides = dict(overrides or {})
     if executor is not None:
         overrides["executor"] = executor
     if address is not None:
         overrides["ray_address"] = address
     runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
+    jobs = min(jobs or default_jobs(runs), len(runs))
+    if jobs > 1 and "threads" not in overrides:
+        overrides["threads"] = max(1, (os.cpu_count() or 1) // jobs)
+        runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
     from .estimate import predict_many
 
     # The full-size predictions first, on every core (the notebooks then find them cached):
     # nothing is being timed yet, so nothing competes with a measurement.
-    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
+    _, estimate_s = timed(lambda: predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED]))
     executed = Path(out_dir) / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     on_ray = [run for run in runs if run.params["executor"] == "ray"]
+    steps: dict[str, dict] = {}
     with _shared_cluster(on_ray):
-        if on_ray:
-            from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=len(runs)) as pool:
-                failed = [name for name in pool.map(lambda run: _execute(run, notebooks_dir, executed), runs) if name]
-        else:
-            failed = [name for name in (_execute(run, notebooks_dir, executed) for run in runs) if name]
-    for path in build_documents(runs, out_dir):
+        with ThreadPoolExecutor(max_workers=len(runs) if on_ray else jobs) as pool:
+            failed = [name for name in pool.map(lambda run: _execute(run, notebooks_dir, executed, steps), runs) if name]
+    notebooks_s = time.perf_counter() - start - estimate_s
+    paths, documents_s = timed(lambda: build_documents(runs, out_dir))
+    for path in paths:
         print(f"[batch] wrote {path}")
     print(f"[batch] {len(runs)} notebooks, {len(failed)} failed; wall time {time.perf_counter() - start:.1f} s")
     if failed:
         print(f"[batch] failed notebooks: {', '.join(failed)}")
+    print(breakdown(runs, steps, started, estimate_s, notebooks_s, documents_s, len(runs) if on_ray else jobs))
     return len(failed)
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def breakdown(runs: list[Run], steps: dict, started: str, estimate_s: float, notebooks_s: float, documents_s: float,
+              jobs: int) -> str:  # fmt: skip
+    """Where the batch's time went: each step's seconds, summed over its notebooks (side by side, the
+    notebooks' sum exceeds their wall time). Configuration figures come from the records this batch wrote."""
+    rows = [r for run in runs for r in grid_records(run.params) if r.timestamp >= started]
+    total = lambda values: sum(v for v in values if v is not None)  # noqa: E731
+    cells = {name: total(s.get(name) for s in steps.values()) for name in ("kernel", "imports", "grid", "rest", "nbconvert")}
+    configs, load = total(r.wall_s for r in rows), total(r.load_s for r in rows)
+    lines = [
+        f"[batch] where the time went ({len(runs)} notebooks, {jobs} at a time; seconds, summed over notebooks):",
+        f"  full-size estimate            {estimate_s:7.1f}  (cached after make setup)",
+        f"  notebooks, wall time          {notebooks_s:7.1f}",
+        f"    kernel start                {cells['kernel']:7.1f}",
+        f"    helpers import              {cells['imports']:7.1f}",
+        f"    grid                        {cells['grid']:7.1f}  ({len(rows)} configurations measured)",
+        f"      configurations' own time  {configs:7.1f}  (load + quantize {load:.1f}, the first of each notebook "
+        f"importing the pipeline's libraries; the rest: warm-up and timed calls, images)",
+        f"      driver: writing, fidelity {cells['grid'] - configs:7.1f}",
+        f"    tables, figures, explorer   {cells['rest']:7.1f}",
+        f"  nbconvert                     {cells['nbconvert']:7.1f}",
+        f"  RESULTS.md, report.html       {documents_s:7.1f}",
+    ]  # fmt: skip
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager
@@ -191,9 +255,12 @@ def _shared_cluster(runs: list[Run]):
         ray.shutdown()
 
 
-def _execute(run: Run, notebooks_dir, executed: Path) -> str | None:
-    """papermill, then nbconvert, for one run; returns its name if it failed."""
+def _execute(run: Run, notebooks_dir, executed: Path, steps: dict) -> str | None:
+    """papermill, then nbconvert, for one run; returns its name if it failed. ``steps[run.name]``: seconds
+    by step, from papermill's own cell timings (kernel start, helpers import, grid, the rest) and nbconvert."""
     import papermill as pm
+
+    from .measure import timed
 
     target = executed / f"{run.name}.ipynb"
     print(f"[batch] {run.name}: executing {run.model}.ipynb", flush=True)
@@ -211,5 +278,26 @@ def _execute(run: Run, notebooks_dir, executed: Path) -> str | None:
         failed = run.name
         print(f"[batch] {run.name}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}", flush=True)
     if target.is_file():
-        export_html(target, target.with_suffix(".html"))
+        steps[run.name] = _cell_times(target)
+        _, steps[run.name]["nbconvert"] = timed(lambda: export_html(target, target.with_suffix(".html")))
     return failed
+
+
+def _cell_times(notebook: Path) -> dict:
+    """Seconds by step from papermill's metadata: kernel start (to the first cell), the helpers import
+    cell, the grid cell and every other cell."""
+    import json
+    from datetime import datetime
+
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and c["metadata"].get("papermill", {}).get("start_time")]
+    if not code:
+        return {}
+    times = {"kernel": 0.0, "imports": 0.0, "grid": 0.0, "rest": 0.0}
+    begin = datetime.fromisoformat(nb["metadata"]["papermill"]["start_time"])
+    times["kernel"] = (datetime.fromisoformat(code[0]["metadata"]["papermill"]["start_time"]) - begin).total_seconds()
+    for c in code:
+        source, seconds = "".join(c["source"]), c["metadata"]["papermill"].get("duration") or 0.0
+        step = "imports" if source.startswith("import ") else "grid" if "run_grid(" in source else "rest"
+        times[step] += seconds
+    return times

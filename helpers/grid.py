@@ -56,6 +56,7 @@ def _base_record(params: Params, config: Config, checkpoint: str, device: str, c
         quality_metrics=list(params["quality_metrics"]),
         backend=params["backend"],
         compile=params["compile"],
+        threads=params["threads"],
     )
 
 
@@ -171,13 +172,18 @@ _MEASURED = ("memory_bytes", "memory_gb", "peak_memory_gb", "latency_s", "latenc
 
 
 def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
+    import torch
+
+    if params["threads"] is not None:
+        torch.set_num_threads(params["threads"])
     record = _base_record(params, config, checkpoint, device, call)
     for key, value in _where(device).items():
         setattr(record, key, value)
+    record.torch_threads = torch.get_num_threads()
     outcome = Outcome(record)
     pipe = None
     try:
-        pipe = _prepare(params, config, device, record)
+        pipe, record.load_s = measure.timed(lambda: _prepare(params, config, device, record))
         kwargs = {**call, "num_images_per_prompt": config.batch_size}
         m = measure.measure(pipe, {**kwargs, "prompt": params["prompts"][0]}, device=device, warmup=params["warmup"],
                             repeats=params["repeats"], seed=params["seed"], compiled=params["compile"] is not False)  # fmt: skip

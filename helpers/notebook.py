@@ -43,6 +43,7 @@ _HELP = {
     "warmup": ("int", "untimed calls first (the first int4 call compiles a kernel)"),
     "repeats": ("int", "timed calls; latency is their median"),
     "compile": ("bool", 'False | "default" | "max-autotune": torch.compile the transformer'),
+    "threads": ("int", "CPU threads torch may use; None: every core (batch sets it when notebooks run side by side)"),
     "out_dir": ("str", "records, images and grids (relative to this notebook)"),
     "executor": ("str", "inline: in this kernel | ray: each configuration in a fresh Ray worker; None: inline for tiny, else ray"),
     "ray_address": ("str", 'None: an embedded local cluster for this run | "auto" | "host:port" of a running cluster'),

@@ -45,6 +45,7 @@ DEFAULTS: dict = {
     "warmup": 1,
     "repeats": 3,
     "compile": False,  # false | default | max-autotune: torch.compile of the transformer
+    "threads": None,  # CPU threads torch may use while a configuration runs; None: torch's default (every core)
     "out_dir": "outputs",
     "executor": None,  # inline (in this process) | ray (a fresh Ray worker per configuration); None: by preset
     "ray_address": None,  # None: an embedded local cluster for this run | "auto" | "host:port" of a running one
@@ -107,6 +108,7 @@ _TYPES = {
     "out_dir": ("str", lambda v: isinstance(v, (str, os.PathLike))),
     "backend": ("str", lambda v: isinstance(v, str)),
     "compile": ("false or str", lambda v: v is False or isinstance(v, str)),
+    "threads": _OPT_INT,
     "executor": ("str or null", lambda v: v is None or isinstance(v, str)),
     "ray_address": ("str or null", lambda v: v is None or isinstance(v, str)),
     "ray_resources": (
@@ -182,6 +184,7 @@ class Params(Mapping):
     warmup: int
     repeats: int
     compile: bool | str
+    threads: int | None
     out_dir: str
     executor: str
     ray_address: str | None
@@ -252,7 +255,7 @@ def validate(params) -> Params:
         raise ValueError(f"parameter 'repeats' must be >= 1, got {merged['repeats']}")
     if any(b < 1 for b in merged["batch_sizes"]):
         raise ValueError(f"parameter 'batch_sizes' must hold ints >= 1, got {merged['batch_sizes']!r}")
-    for key in ("steps", "height", "width", "max_sequence_length"):
+    for key in ("steps", "height", "width", "max_sequence_length", "threads"):
         if merged[key] is not None and merged[key] < 1:
             raise ValueError(f"parameter {key!r} must be >= 1 or null, got {merged[key]}")
     _check_size(merged)

@@ -22,7 +22,7 @@ STATUSES = ("ok", "error", "skipped")
 CONFIG_FIELDS = (
     "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "te_qtype",
     "fuse_qkv", "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed",
-    "warmup", "repeats", "quality_metrics", "backend", "compile",
+    "warmup", "repeats", "quality_metrics", "backend", "compile", "threads",
 )  # fmt: skip
 
 
@@ -52,6 +52,7 @@ class Record:
     compile: bool | str = False
     max_sequence_length: int | None = None  # text tokens; None: the pipeline's own default
     te_qtype: str | None = None  # the text encoders' qtype; None: qtype's (or no encoder quantized)
+    threads: int | None = None  # the threads parameter: CPU threads torch was given; None: its default
     # outcome
     status: str = "ok"
     error: str | None = None
@@ -64,6 +65,7 @@ class Record:
     latency_max_s: float | None = None
     compile_s: float | None = None  # first call of the compiled transformer, kept out of latency_s
     init_s: float | None = None  # random-full: building the random weights (not loading time)
+    load_s: float | None = None  # loading the pipeline and quantizing it (fuse, quantize, compile set-up)
     wall_s: float | None = None  # the whole configuration in its process: load, prepare, every call, images
     worker_start_s: float | None = None  # ray: from the worker process's start to this configuration's start
     image_path: str | None = None  # relative to the results' out_dir (first prompt)
@@ -77,6 +79,7 @@ class Record:
     clip_score: float | None = None
     # environment: what ran it, and where
     device_name: str = ""
+    torch_threads: int | None = None  # the CPU threads torch used (torch.get_num_threads())
     versions: dict[str, str] = field(default_factory=dict)
     timestamp: str = ""
     executor: str = "inline"  # inline (the driver's own process) | ray (a fresh worker process)

@@ -1,6 +1,7 @@
 """The notebooks and the batch: papermill runs every notebook; the results document parses back."""
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def test_every_notebook_ran_with_the_injected_parameters(batch_out):
         nb = nbformat.read(batch_out / "notebooks" / f"{model}_{dtype}.ipynb", as_version=4)
         injected = nb.metadata.papermill.parameters
         assert injected["dtype"] == dtype and injected["qtypes"] == SMALL["qtypes"]
+        # two notebooks side by side on the CPU, each with its share of the cores, and measured so
+        assert injected["threads"] == max(1, (os.cpu_count() or 1) // 2)
+        rows = grid.grid_records(P.validate({**injected, "model": model}))
+        assert rows and {r.torch_threads for r in rows} == {injected["threads"]}
         assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
         html = (batch_out / "notebooks" / f"{model}_{dtype}.html").read_text()
         assert "helpers.grid.run_grid" not in html, "inputs are hidden in the HTML export"
@@ -173,7 +178,8 @@ def test_papermill_injecting_an_unknown_parameter_fails_at_the_first_cell(tmp_pa
 def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batch_out):
     from helpers.explore import explorer
 
-    p = P.validate({"model": "sd3", "dtype": "bf16", "out_dir": str(batch_out), **SMALL})
+    injected = nbformat.read(batch_out / "notebooks" / "sd3_bf16.ipynb", as_version=4).metadata.papermill.parameters
+    p = P.validate({**injected, "model": "sd3"})  # what the batch ran: threads included
     rows = grid.grid_records(p)
     box = explorer(rows, str(batch_out))
     top, qte, fuse, panes = box.children
