@@ -19,10 +19,10 @@ def unsupported(backend: str, config: Config, device: str) -> str | None:
     """Why this device or backend cannot run this configuration, or ``None`` (checked before anything loads)."""
     b = backend_module(backend)
     for qtype in (config.qtype, config.encoder_qtype if config.quantize_te else "none"):
-        if qtype != "none" and b.unsupported(qtype, device):
-            return b.unsupported(qtype, device)
+        if qtype != "none" and (reason := b.unsupported(qtype, device)):
+            return reason
     if config.quantize_te and config.encoder_qtype != "none" and not b.TEXT_ENCODERS:
-        return f"{b.TE_REASON}"
+        return b.TE_REASON
     return None
 
 
