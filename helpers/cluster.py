@@ -166,15 +166,23 @@ class Session:
         return sum(min(int(n.get(k, 0) // v) for k, v in need.items()) for n in nodes) if need else len(nodes)
 
     def run(self, todo, job, device: str):
-        """Submit every configuration (in ``todo``'s order), then yield ``(config, outcome or Lost)`` as each ends."""
+        """Yield ``(config, outcome or Lost)`` as each configuration ends.
+
+        Configurations start in ``todo``'s order: no more are submitted than the cluster can run at once
+        (``slots``, asked again before each submission, so a node that joins or dies counts). Ray does not
+        promise to start queued tasks in the order they were submitted; this does, so the references run
+        first, and an interrupted driver has only the running ones to cancel.
+        """
         import ray
         from ray.exceptions import NodeDiedError, ObjectLostError, RayError
 
         task = ray.remote(max_calls=1, max_retries=0)(measure_configuration).options(**self.resources(device))
         refs = self.outstanding
-        for config in todo:
-            refs[task.remote(job, 1, config)] = (config, 1)
-        while refs:
+        queue = list(todo)
+        while refs or queue:
+            while queue and len(refs) < max(1, self.slots(device)):
+                config = queue.pop(0)
+                refs[task.remote(job, 1, config)] = (config, 1)
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             config, attempt = refs.pop(ref)
             try:

@@ -279,7 +279,7 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
     process is the only writer: each record is appended to
     ``results_path(params)`` as soon as it is complete, so a rerun resumes where
     the last one stopped. A configuration's record is complete once its
-    reference (the unquantized run, submitted first) is in too, for fidelity.
+    reference (the unquantized run, started first) is in too, for fidelity.
     """
     from tqdm.auto import tqdm
 

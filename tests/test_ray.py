@@ -86,7 +86,8 @@ def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp
     cmd = [sys.executable, "-m", "helpers", "grid", "--model", "pixart", "--dtype", "bf16", "--params",
            str(params_file), "--out", str(out)]  # fmt: skip
     results = out / "results" / "pixart_bf16.jsonl"
-    driver = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"
+    driver = psutil.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     seen = set()
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not (results.is_file() and results.read_text().count("\n") >= 1):
@@ -95,7 +96,7 @@ def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp
     seen |= {p.pid for p in driver.children(recursive=True)}
     assert any(psutil.Process(p).name() == "raylet" for p in seen if psutil.pid_exists(p)), "no cluster of its own"
     driver.send_signal(signal.SIGINT)
-    assert driver.wait(timeout=60) != 0
+    assert driver.wait(timeout=60) != 0, log.read_text()[-3000:]
     written = results.read_text()
     assert written.count("\n") == 1, "the driver was not stopped mid-grid"
     time.sleep(1)
