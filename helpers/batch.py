@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,12 @@ def _update_manifest(out_dir: str, runs: list[Run]) -> list[dict]:
     import json
 
     path = Path(out_dir) / "sections.json"
-    sections = json.loads(path.read_text()) if path.is_file() else {}
+    sections = {}
+    for name, old in (json.loads(path.read_text()) if path.is_file() else {}).items():
+        try:  # written by an earlier version: its parameters again, with today's defaults for new keys
+            sections[name] = dict(P.validate(old))
+        except ValueError as e:
+            warnings.warn(f"{path}: section {name!r} left out of the report: {e}", stacklevel=2)
     for run in runs:
         sections[run.name] = dict(run.params)
     order = {name: i for i, name in enumerate(MODELS)}
@@ -169,6 +175,9 @@ def run_batch(
 
     start = time.perf_counter()
     started = _now()
+    # papermill's cwd is a chdir of this whole process while a notebook runs: with notebooks side by
+    # side, a relative path would resolve against another thread's folder.
+    out_dir, notebooks_dir = str(Path(out_dir).resolve()), Path(notebooks_dir).resolve()
     overrides = dict(overrides or {})
     if executor is not None:
         overrides["executor"] = executor
