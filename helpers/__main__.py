@@ -57,6 +57,13 @@ def _estimate(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    from .batch import prepare
+
+    prepare(models=args.models, dtypes=args.dtypes, preset=args.preset, backend=args.backend)
+    return 0
+
+
 def _notebook(args) -> int:
     from .notebook import write
 
@@ -106,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                                              "(default: one per core on the CPU, else 1)")
     _ray_arguments(b)
     b.set_defaults(func=_batch)
+
+    r = sub.add_parser("prepare", help="fill the caches a batch with the same arguments reads (make report does this once)")
+    r.add_argument("--models", nargs="+", default=list(MODELS), help=f"default: {' '.join(MODELS)}")
+    r.add_argument("--dtypes", nargs="+", default=list(DTYPES), help=f"default: {' '.join(DTYPES)}")
+    r.add_argument("--preset", choices=PRESETS, default="tiny")
+    r.add_argument("--backend", default="quanto", choices=BACKENDS)
+    r.set_defaults(func=_prepare)
 
     x = sub.add_parser("bench-executor", help="run one grid inline and on Ray; print wall time and parallel efficiency")
     x.add_argument("--model", choices=tuple(MODELS), required=True)

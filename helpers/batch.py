@@ -134,6 +134,18 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
     return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions)]
 
 
+def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_dir: str | Path = ROOT / "params",
+            backend: str = "quanto") -> None:
+    """Fill, once per machine, the caches a batch with the same arguments reads: the full-size memory
+    predictions of its sections and the transformers' module names (what an ``exclude`` is checked against)."""
+    from .estimate import predict_many
+
+    runs = plan(models, dtypes, preset, "outputs", Path(params_dir), None, backend)
+    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
+    for run in runs:
+        P.transformer_module_names(run.params)
+
+
 def default_jobs(runs: list[Run]) -> int:
     """Notebooks side by side: one per CPU core when every run measures on the CPU inline, else one
     (notebooks sharing a GPU would time each other; on Ray they all run at once anyway)."""
@@ -229,7 +241,7 @@ def breakdown(runs: list[Run], steps: dict, started: str, estimate_s: float, not
     configs, load = total(r.wall_s for r in rows), total(r.load_s for r in rows)
     lines = [
         f"[batch] where the time went ({len(runs)} notebooks, {jobs} at a time; seconds, summed over notebooks):",
-        f"  full-size estimate            {estimate_s:7.1f}  (cached after make setup)",
+        f"  full-size estimate            {estimate_s:7.1f}  (cached by `python -m helpers prepare`)",
         f"  notebooks, wall time          {notebooks_s:7.1f}",
         f"    kernel start                {cells['kernel']:7.1f}",
         f"    helpers import              {cells['imports']:7.1f}",
