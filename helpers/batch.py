@@ -187,8 +187,7 @@ def run_batch(
 
     start = time.perf_counter()
     started = _now()
-    # papermill's cwd is a chdir of this whole process while a notebook runs: with notebooks side by
-    # side, a relative path would resolve against another thread's folder.
+    # Absolute: the kernels start in the notebooks' folder.
     out_dir, notebooks_dir = str(Path(out_dir).resolve()), Path(notebooks_dir).resolve()
     overrides = dict(overrides or {})
     if executor is not None:
@@ -291,7 +290,9 @@ def _execute(run: Run, notebooks_dir, executed: Path, steps: dict) -> str | None
             str(Path(notebooks_dir) / f"{run.model}.ipynb"),
             str(target),
             parameters=run.injected,
-            cwd=str(notebooks_dir),
+            # the kernel starts in the notebook's folder, as in JupyterLab; not papermill's cwd=, a chdir of
+            # this whole process that notebooks run side by side would undo for each other
+            resources={"metadata": {"path": str(notebooks_dir)}},
             kernel_name="python3",
             progress_bar=False,
         )

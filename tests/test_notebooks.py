@@ -72,6 +72,7 @@ def batch_out(tmp_path_factory):
         for dtype in DTYPES:
             models = [m for m in MODELS if SECTIONS[m] == dtype]
             assert batch.run_batch(models=models, dtypes=[dtype], out_dir=out.name, overrides=SMALL) == 0
+            assert os.getcwd() == str(out.parent), "the batch changed this process's working directory"
     finally:
         os.chdir(cwd)
     return out
