@@ -87,7 +87,10 @@ def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp
            str(params_file), "--out", str(out)]  # fmt: skip
     results = out / "results" / "pixart_bf16.jsonl"
     log = tmp_path / "driver.log"
-    driver = psutil.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # Ctrl-C as in a terminal: a shell starts a background job (CI's `make test &`, say) with SIGINT ignored,
+    # the driver would inherit that, and Python then installs no KeyboardInterrupt handler.
+    driver = psutil.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     seen = set()
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not (results.is_file() and results.read_text().count("\n") >= 1):
