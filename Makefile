@@ -36,8 +36,7 @@ $(STAMP): requirements.txt pyproject.toml
 # every section (about 60 s), and the tiny transformers' module names, which an exclude pattern is
 # checked against. The tests keep a cache of their own, so make test does not wait for this.
 $(PREPARED): $(STAMP)
-	$(PY) -m helpers prepare
-	$(PY) -m helpers prepare --backend torchao --dtypes bf16
+	$(PY) -m helpers prepare --backend quanto torchao:bf16
 	touch $(PREPARED)
 
 # Every Ray cluster the tests start talks over 127.0.0.1 only and reports nothing (tests/conftest.py sets the same).
@@ -47,10 +46,9 @@ test: setup chromium
 	$(PY) -m pytest -q --durations=15
 
 # The main job on the tiny default: every model's notebook for fp16 and bf16 (quanto, the published grid),
-# then torchao in bf16 beside it; outputs/RESULTS.md and outputs/report.html cover both.
+# and torchao in bf16 beside it, in one batch (12 notebooks); outputs/RESULTS.md and outputs/report.html cover both.
 report: $(PREPARED)
-	$(PY) -m helpers batch
-	$(PY) -m helpers batch --backend torchao --dtypes bf16
+	$(PY) -m helpers batch --backend quanto torchao:bf16
 
 clean:
 	rm -rf outputs/results outputs/images

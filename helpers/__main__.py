@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--preset", choices=PRESETS, default="tiny")
     b.add_argument("--out", dest="out_dir", default="outputs", help="output folder (default: outputs)")
     b.add_argument("--device", help="auto (default), cpu or cuda")
-    b.add_argument("--backend", default="quanto", choices=BACKENDS,
-                   help="quanto (default), torchao, bnb, gguf or layerwise; params/<model>.<backend>.yaml")
+    b.add_argument("--backend", nargs="+", default=["quanto"], metavar="BACKEND[:DTYPE,...]",
+                   help=f"{', '.join(BACKENDS)} (default: quanto); params/<model>.<backend>.yaml; several in one "
+                        "batch, each with its own dtypes after a colon: --backend quanto torchao:bf16")
     b.add_argument("--jobs", type=int, help="notebooks side by side, each with cores/jobs threads "
                                              "(default: one per core on the CPU, else 1)")
     _ray_arguments(b)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--models", nargs="+", default=list(MODELS), help=f"default: {' '.join(MODELS)}")
     r.add_argument("--dtypes", nargs="+", default=list(DTYPES), help=f"default: {' '.join(DTYPES)}")
     r.add_argument("--preset", choices=PRESETS, default="tiny")
-    r.add_argument("--backend", default="quanto", choices=BACKENDS)
+    r.add_argument("--backend", nargs="+", default=["quanto"], metavar="BACKEND[:DTYPE,...]", help="as for batch")
     r.set_defaults(func=_prepare)
 
     x = sub.add_parser("bench-executor", help="run one grid inline and on Ray; print wall time and parallel efficiency")

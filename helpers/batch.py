@@ -43,29 +43,42 @@ def params_file(params_dir: Path, model: str, backend: str) -> Path:
     return params_dir / (f"{model}.yaml" if backend == "quanto" else f"{model}.{backend}.yaml")
 
 
+def backend_dtypes(backends, dtypes) -> list[tuple[str, tuple]]:
+    """``quanto`` or ``torchao:bf16``: each backend with its own dtypes after a colon, else ``dtypes``."""
+    out = []
+    for entry in [backends] if isinstance(backends, str) else backends:
+        name, _, own = entry.partition(":")
+        if name not in BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; valid choices: {', '.join(BACKENDS)}")
+        if name in (b for b, _ in out):
+            raise ValueError(f"backend {name!r} given twice")
+        out.append((name, tuple(own.split(",")) if own else tuple(dtypes)))
+    return out
+
+
 def plan(
-    models, dtypes, preset: str, out_dir: str, params_dir: Path, overrides: dict | None = None, backend: str = "quanto"
+    models, dtypes, preset: str, out_dir: str, params_dir: Path, overrides: dict | None = None, backend="quanto"
 ) -> list[Run]:
-    """Validate every run's parameters before anything executes (papermill only warns)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    """Validate every run's parameters before anything executes (papermill only warns). ``backend``: one
+    name or several, each optionally with its own dtypes (``torchao:bf16``, see ``backend_dtypes``)."""
     runs = []
     out_dir = str(Path(out_dir).resolve())
-    for model in models:
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; valid choices: {', '.join(MODELS)}")
-        path = params_file(params_dir, model, backend)
-        from_file = P.load_params_file(path)
-        for key, value in (("model", model), ("backend", backend)):
-            if from_file.get(key, value) != value:
-                raise ValueError(f"{path.name} sets {key} {from_file[key]!r}; it may only set {value!r}")
-        for dtype in dtypes:
-            if dtype not in DTYPES:
-                raise ValueError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
-            injected = {**from_file, **(overrides or {}), "dtype": dtype, "preset": preset, "out_dir": out_dir}
-            if backend != "quanto":
-                injected["backend"] = backend
-            runs.append(Run(model, dtype, injected, P.validate({"model": model, **injected})))
+    for backend, its_dtypes in backend_dtypes(backend, dtypes):
+        for model in models:
+            if model not in MODELS:
+                raise ValueError(f"unknown model {model!r}; valid choices: {', '.join(MODELS)}")
+            path = params_file(params_dir, model, backend)
+            from_file = P.load_params_file(path)
+            for key, value in (("model", model), ("backend", backend)):
+                if from_file.get(key, value) != value:
+                    raise ValueError(f"{path.name} sets {key} {from_file[key]!r}; it may only set {value!r}")
+            for dtype in its_dtypes:
+                if dtype not in DTYPES:
+                    raise ValueError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
+                injected = {**from_file, **(overrides or {}), "dtype": dtype, "preset": preset, "out_dir": out_dir}
+                if backend != "quanto":
+                    injected["backend"] = backend
+                runs.append(Run(model, dtype, injected, P.validate({"model": model, **injected})))
     return runs
 
 
@@ -135,7 +148,7 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
 
 
 def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_dir: str | Path = ROOT / "params",
-            backend: str = "quanto") -> None:
+            backend="quanto") -> None:
     """Fill, once per machine, the caches a batch with the same arguments reads: the full-size memory
     predictions of its sections and the transformers' module names (what an ``exclude`` is checked against)."""
     from .estimate import predict_many
@@ -165,7 +178,7 @@ def run_batch(
     params_dir: str | Path = ROOT / "params",
     notebooks_dir: str | Path = ROOT / "notebooks",
     overrides: dict | None = None,
-    backend: str = "quanto",
+    backend="quanto",
     executor: str | None = None,
     address: str | None = None,
     jobs: int | None = None,

@@ -238,3 +238,16 @@ def test_a_manifest_from_an_earlier_version_is_read_with_todays_defaults(tmp_pat
         (section,) = batch._update_manifest(str(tmp_path), [])
     assert section["te_qtypes"] is None and section["backend"] == "torchao"
     assert list(json.loads((tmp_path / "sections.json").read_text())) == ["pixart_bf16_torchao"]
+
+
+def test_one_batch_plans_several_backends_each_with_its_own_dtypes(tmp_path):
+    """make report's ``--backend quanto torchao:bf16``: one batch, 8 quanto and 4 torchao notebooks."""
+    runs = batch.plan(list(MODELS), list(DTYPES), "tiny", str(tmp_path), batch.ROOT / "params", None,
+                      ["quanto", "torchao:bf16"])  # fmt: skip
+    assert [r.name for r in runs][-4:] == [f"{m}_bf16_torchao" for m in MODELS]
+    assert sum(r.params["backend"] == "quanto" for r in runs) == 2 * len(MODELS)
+    for bad, message in ((["tensorrt"], "unknown backend 'tensorrt'; valid choices: quanto, "),
+                         (["quanto", "quanto:bf16"], "backend 'quanto' given twice"),
+                         (["torchao:bf32"], "unknown dtype 'bf32'; valid choices: fp16, bf16")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            batch.plan(["pixart"], ["bf16"], "tiny", str(tmp_path), batch.ROOT / "params", None, bad)
