@@ -153,7 +153,8 @@ def timed(fn):
 
 
 def generate(pipe, call_kwargs: dict, seed: int):
-    """One untimed call with the fixed seed: (first image, final latents as float32 on the CPU).
+    """One untimed call with the fixed seed: (first image, final latents as float32 on the CPU); raises
+    ``FloatingPointError`` if a final latent is NaN or inf.
 
     The final latents are taken from the pipeline's own step callback, so the call
     is the same call as a timed one: ``callback_on_step_end`` (FLUX, SD3) or the
@@ -178,7 +179,11 @@ def generate(pipe, call_kwargs: dict, seed: int):
     else:
         raise TypeError(f"{type(pipe).__name__} offers no step callback to read its final latents from")
     out = pipe(**call_kwargs, generator=torch.Generator(device="cpu").manual_seed(seed), **hook)
-    return out.images[0], kept["latents"].detach().float().cpu()
+    latents = kept["latents"].detach().float().cpu()
+    bad = int((~torch.isfinite(latents)).sum())
+    if bad:  # the image would be noise cast to uint8, and its latency a figure for nothing
+        raise FloatingPointError(f"{bad} of {latents.numel()} final latents are NaN or inf")
+    return out.images[0], latents
 
 
 def measure(

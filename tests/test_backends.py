@@ -86,6 +86,11 @@ def test_compile_records_its_first_call_apart_from_latency(tmp_path, tiny_paths)
     p = P.validate(dict(model="pixart", qtypes=["none"], quantize_te=[False], fuse_qkv=[False], compile="default",
                         warmup=1, repeats=2, device="cpu", out_dir=str(tmp_path)))  # fmt: skip
     (r,) = grid.run_grid(p, progress=False)
+    if r.status == "error" and torch.backends.cpu.get_cpu_capability() == "AVX2":
+        # Seen as a CPU without AVX-512 (ATEN_CPU_CAPABILITY=avx2): the compiled bf16 transformer returns NaN
+        # (eager is finite, and so is each block compiled alone); the grid records that instead of a figure.
+        assert r.error.endswith("final latents are NaN or inf"), r.error
+        pytest.xfail("torch.compile's AVX2 code gives NaN for this bf16 transformer; recorded as an error")
     assert r.status == "ok", r.error
     assert r.compile == "default" and r.compile_s is not None
     # compiling takes seconds; a compiled tiny call takes milliseconds, and no sample includes the compile

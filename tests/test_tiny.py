@@ -99,3 +99,22 @@ def test_a_scheduler_for_an_unknown_model_is_refused():
 
     with pytest.raises(ValueError, match="unknown model 'sdxl'"):
         tiny.scheduler("sdxl")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # diffusers casting the NaN image
+def test_a_pipeline_that_outputs_nan_is_refused_not_measured(built):
+    """A transformer gone to NaN (seen with torch.compile's AVX2 bf16 code for PixArt) gives an image of
+    noise cast to uint8: generate raises, so its configuration is recorded as an error with the reason."""
+    from diffusers import DiffusionPipeline
+
+    from helpers.measure import generate
+
+    pipe = DiffusionPipeline.from_pretrained(built["pixart"], torch_dtype=torch.bfloat16, use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(model_spec("pixart").tiny_call)
+    kwargs.update(kwargs.pop("extra_call_kwargs", {}))
+    with torch.no_grad():
+        generate(pipe, {**kwargs, "prompt": "a cat"}, seed=0)  # finite: no error
+        pipe.transformer.proj_out.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"^64 of 64 final latents are NaN or inf$"):
+        generate(pipe, {**kwargs, "prompt": "a cat"}, seed=0)
