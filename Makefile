@@ -32,9 +32,9 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # What make report reads and computes once per machine (cached under ~/.cache/diffusion-quant-bench; a
-# code change that touches a backend recomputes what it affects): the full-size memory predictions of
-# every section (about 60 s), and the tiny transformers' module names, which an exclude pattern is
-# checked against. The tests keep a cache of their own, so make test does not wait for this.
+# code change that touches a backend recomputes what it affects): the tiny pipelines, the full-size memory
+# predictions of every section and the tiny transformers' module names, which an exclude pattern is
+# checked against (62 s here). The tests keep a cache of their own, so make test does not wait for this.
 $(PREPARED): $(STAMP)
 	$(PY) -m helpers prepare --backend quanto torchao:bf16
 	touch $(PREPARED)

@@ -149,11 +149,16 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
 
 def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_dir: str | Path = ROOT / "params",
             backend="quanto") -> None:
-    """Fill, once per machine, the caches a batch with the same arguments reads: the full-size memory
-    predictions of its sections and the transformers' module names (what an ``exclude`` is checked against)."""
+    """Fill, once per machine, the caches a batch with the same arguments reads: the tiny pipelines (built,
+    saved and loaded like a hub checkpoint), the full-size memory predictions of its sections and the
+    transformers' module names (what an ``exclude`` is checked against)."""
     from .estimate import predict_many
+    from .pipelines import ensure_tiny
 
     runs = plan(models, dtypes, preset, "outputs", Path(params_dir), None, backend)
+    if preset == "tiny":
+        for model in dict.fromkeys(run.model for run in runs):
+            ensure_tiny(model)
     predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
     for run in runs:
         P.transformer_module_names(run.params)

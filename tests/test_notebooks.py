@@ -251,3 +251,20 @@ def test_one_batch_plans_several_backends_each_with_its_own_dtypes(tmp_path):
                          (["torchao:bf32"], "unknown dtype 'bf32'; valid choices: fp16, bf16")):  # fmt: skip
         with pytest.raises(ValueError, match=re.escape(message)):
             batch.plan(["pixart"], ["bf16"], "tiny", str(tmp_path), batch.ROOT / "params", None, bad)
+
+
+def test_prepare_fills_the_caches_a_batch_reads(tiny_cache):
+    """``python -m helpers prepare`` (make report runs it once per machine): the tiny pipeline, the
+    full-size predictions and the module names are on disk afterwards, and a second call finds them."""
+    import time
+
+    from helpers.estimate import predicted_gb
+    from helpers.pipelines import ensure_tiny
+
+    batch.prepare(models=["pixart"], dtypes=["bf16"], backend=["quanto"])
+    assert (ensure_tiny("pixart") / "model_index.json").is_file()
+    assert list((tiny_cache / "estimates").rglob("*.json")) and list((tiny_cache / "module-names").glob("*.json"))
+    start = time.perf_counter()
+    batch.prepare(models=["pixart"], dtypes=["bf16"], backend=["quanto"])
+    (run,) = batch.plan(["pixart"], ["bf16"], "tiny", "outputs", batch.ROOT / "params")
+    assert predicted_gb(run.params) and time.perf_counter() - start < 5, "the second call recomputed"
