@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PREPARED := $(VENV)/.prepared
+# The sections make report runs: quanto (the published grid) in every dtype, torchao in bf16.
+REPORT_BACKENDS := quanto torchao:bf16
 
 .PHONY: setup test report clean chromium
 
@@ -36,7 +38,7 @@ $(STAMP): requirements.txt pyproject.toml
 # predictions of every section and the tiny transformers' module names, which an exclude pattern is
 # checked against (62 s here). The tests keep a cache of their own, so make test does not wait for this.
 $(PREPARED): $(STAMP)
-	$(PY) -m helpers prepare --backend quanto torchao:bf16
+	$(PY) -m helpers prepare --backend $(REPORT_BACKENDS)
 	touch $(PREPARED)
 
 # Every Ray cluster the tests start talks over 127.0.0.1 only and reports nothing (tests/conftest.py sets the same).
@@ -48,7 +50,7 @@ test: setup chromium
 # The main job on the tiny default: every model's notebook for fp16 and bf16 (quanto, the published grid),
 # and torchao in bf16 beside it, in one batch (12 notebooks); outputs/RESULTS.md and outputs/report.html cover both.
 report: $(PREPARED)
-	$(PY) -m helpers batch --backend quanto torchao:bf16
+	$(PY) -m helpers batch --backend $(REPORT_BACKENDS)
 
 clean:
 	rm -rf outputs/results outputs/images

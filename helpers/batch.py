@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import params as P
+from . import records
 from .figures import image_grid, tradeoff_chart
 from .grid import grid_records, results_path
 from .records import section_name
@@ -152,16 +153,22 @@ def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_di
     """Fill, once per machine, the caches a batch with the same arguments reads: the tiny pipelines (built,
     saved and loaded like a hub checkpoint), the full-size memory predictions of its sections and the
     transformers' module names (what an ``exclude`` is checked against)."""
-    from .estimate import predict_many
     from .pipelines import ensure_tiny
 
     runs = plan(models, dtypes, preset, "outputs", Path(params_dir), None, backend)
     if preset == "tiny":
         for model in dict.fromkeys(run.model for run in runs):
             ensure_tiny(model)
-    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
+    _predict(runs)
     for run in runs:
         P.transformer_module_names(run.params)
+
+
+def _predict(runs: list[Run]) -> None:
+    """The full-size memory predictions of the runs whose backend has them (cached on disk)."""
+    from .estimate import predict_many
+
+    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
 
 
 def default_jobs(runs: list[Run]) -> int:
@@ -204,7 +211,7 @@ def run_batch(
     from .measure import timed
 
     start = time.perf_counter()
-    started = _now()
+    started = records.now()
     # Absolute: the kernels start in the notebooks' folder.
     out_dir, notebooks_dir = str(Path(out_dir).resolve()), Path(notebooks_dir).resolve()
     overrides = dict(overrides or {})
@@ -217,11 +224,9 @@ def run_batch(
     if jobs > 1 and "threads" not in overrides:
         overrides["threads"] = max(1, (os.cpu_count() or 1) // jobs)
         runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
-    from .estimate import predict_many
-
     # The full-size predictions first, on every core (the notebooks then find them cached):
     # nothing is being timed yet, so nothing competes with a measurement.
-    _, estimate_s = timed(lambda: predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED]))
+    _, estimate_s = timed(lambda: _predict(runs))
     executed = Path(out_dir) / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     on_ray = [run for run in runs if run.params["executor"] == "ray"]
@@ -240,12 +245,6 @@ def run_batch(
         print(f"[batch] failed notebooks: {', '.join(failed)}")
     print(breakdown(runs, steps, started, estimate_s, notebooks_s, documents_s, len(runs) if on_ray else jobs))
     return len(failed)
-
-
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def breakdown(runs: list[Run], steps: dict, started: str, estimate_s: float, notebooks_s: float, documents_s: float,

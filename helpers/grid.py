@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from . import measure, records
@@ -209,12 +208,8 @@ def _execute(params: Params, config: Config, checkpoint: str, device: str, call:
     finally:
         del pipe
         measure.cleanup(device)
-    record.timestamp = _now()
+    record.timestamp = records.now()
     return outcome
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _store(params: Params, config: Config, outcome: Outcome) -> records.Record:
@@ -255,7 +250,7 @@ def _lost(params, config, checkpoint, device, call, lost) -> records.Record:
     record.executor, record.attempts = "ray", lost.attempts
     record.node_id = lost.node_id
     record.versions = {}  # the process that could have said is gone
-    record.timestamp = _now()
+    record.timestamp = records.now()
     return record
 
 

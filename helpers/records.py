@@ -13,6 +13,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 STATUSES = ("ok", "error", "skipped")
@@ -161,6 +162,11 @@ def _versions() -> tuple:
 
 def library_versions() -> dict[str, str]:
     return dict(_versions())
+
+
+def now() -> str:
+    """A record's ``timestamp``: UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def append(path: str | os.PathLike, record: Record) -> None:
