@@ -23,8 +23,11 @@ STATUSES = ("ok", "error", "skipped")
 CONFIG_FIELDS = (
     "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "te_qtype",
     "fuse_qkv", "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed",
-    "warmup", "repeats", "quality_metrics", "backend", "compile", "threads",
+    "warmup", "repeats", "quality_metrics", "backend", "compile", "threads", "gpu", "compute_capability",
 )  # fmt: skip
+# The hardware half of the identity: on CUDA the GPU model and its compute capability, None on the CPU (so a
+# record written before these fields existed keeps its identity). A figure never meets another GPU's.
+HARDWARE_FIELDS = ("gpu", "compute_capability")
 
 
 @dataclass
@@ -54,13 +57,23 @@ class Record:
     max_sequence_length: int | None = None  # text tokens; None: the pipeline's own default
     te_qtype: str | None = None  # the text encoders' qtype; None: qtype's (or no encoder quantized)
     threads: int | None = None  # the threads parameter: CPU threads torch was given; None: its default
+    gpu: str | None = None  # CUDA: the GPU model (torch.cuda.get_device_name); None on the CPU
+    compute_capability: str | None = None  # CUDA: "9.0" for an H100; None on the CPU
     # outcome
     status: str = "ok"
     error: str | None = None
     # metrics
     memory_bytes: int | None = None
-    memory_gb: float | None = None
+    memory_gb: float | None = None  # after loading: CUDA memory_allocated; CPU the bytes of the modules' tensors
+    memory_reserved_gb: float | None = None  # CUDA: the caching allocator's memory_reserved after loading
+    device_used_gb: float | None = None  # CUDA: the whole device's used memory from NVML after loading
+    # One call with the fixed seed. CUDA: max_memory_allocated, absolute (weights included); CPU: how much the
+    # process's resident memory grew during the call (a delta). peak_basis says which.
     peak_memory_gb: float | None = None
+    peak_basis: str | None = None  # "cuda-allocated-absolute" | "cpu-resident-growth"
+    peak_reserved_gb: float | None = None  # CUDA: max_memory_reserved during the call (CUDA graphs included)
+    peak_device_used_gb: float | None = None  # CUDA: the highest NVML used memory seen during the call
+    host_peak_gb: float | None = None  # the process's peak resident host memory over the whole configuration
     latency_s: float | None = None
     latency_min_s: float | None = None
     latency_max_s: float | None = None
@@ -70,6 +83,13 @@ class Record:
     wall_s: float | None = None  # the whole configuration in its process: load, prepare, every call, images
     worker_start_s: float | None = None  # ray: from the worker process's start to this configuration's start
     image_path: str | None = None  # relative to the results' out_dir (first prompt)
+    image_paths: list[str] = field(default_factory=list)  # every prompt's image, relative to out_dir
+    image_sha256: list[str] = field(default_factory=list)  # of each file in image_paths
+    latents_path: str | None = None  # the final latents (safetensors: p0, p1, ...), relative to out_dir
+    latents_sha256: str | None = None
+    inductor_config: str | None = None  # compiled: sha256 (16 hex) of torch._inductor.config as compiled
+    compile_cache_dir: str | None = None  # compiled: the fresh inductor/triton cache folder of this configuration
+    notes: list[str] = field(default_factory=list)  # what this configuration did that its name does not say
     # fidelity to the unquantized run (qtype none, quantize_te off, same fuse / batch size / prompts / seed),
     # averaged over prompts; identical: every prompt's image is bit-identical (psnr_db is then None)
     psnr_db: float | None = None
@@ -80,6 +100,8 @@ class Record:
     clip_score: float | None = None
     # environment: what ran it, and where
     device_name: str = ""
+    cuda_runtime: str | None = None  # CUDA: torch.version.cuda
+    cuda_driver: str | None = None  # CUDA: the driver version NVML reports
     torch_threads: int | None = None  # the CPU threads torch used (torch.get_num_threads())
     versions: dict[str, str] = field(default_factory=dict)
     timestamp: str = ""
