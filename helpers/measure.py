@@ -1,29 +1,71 @@
 """The one module that times and measures. Nothing else in the project does.
 
-Protocol for one configuration (see ``measure``):
+Protocol for one configuration (see ``measure``); GB = bytes / 1024**3:
 
-1. ``warmup`` untimed calls of the whole pipeline.
-2. ``repeats`` timed calls, each its own sample: synchronize, ``perf_counter``,
+1. ``host_peak_start()`` at the configuration's start, before anything loads.
+2. ``warmup`` untimed calls of the whole pipeline (after the first call, timed
+   alone as ``compile_s``, when the transformer is compiled).
+3. ``repeats`` timed calls, each its own sample: synchronize, ``perf_counter``,
    call, synchronize, ``perf_counter``. Reported as median, min and max.
-3. ``memory_gb``: on CUDA ``torch.cuda.memory_allocated()`` after
-   ``empty_cache()``; on the CPU the exact bytes of every tensor the pipeline's
-   modules hold (parameters and buffers, quantized tensors' inner data and
-   scales, each storage counted once). GB = bytes / 1024**3.
-4. ``peak_memory_gb``: one more call with the fixed seed (its first image is the
-   saved image). CUDA: ``max_memory_allocated()`` after
-   ``reset_peak_memory_stats()``. CPU: the process's peak resident memory
-   (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``) above its
-   resident memory just before the call; ``None`` where Linux does not allow it.
+4. The loaded state, after the timed calls, a ``gc.collect()`` and (CUDA)
+   ``torch.cuda.empty_cache()``:
 
-``cleanup`` frees what a configuration held before the next one starts.
+   - ``memory_gb``: CUDA ``torch.cuda.memory_allocated()`` (the tensors alive);
+     CPU the exact bytes of every tensor the pipeline's modules hold (parameters
+     and buffers, quantized tensors' inner data and scales, each storage once).
+   - ``memory_reserved_gb`` (CUDA): ``torch.cuda.memory_reserved()``, what the
+     caching allocator holds from the driver (CUDA graph pools included).
+   - ``device_used_gb`` (CUDA): NVML's ``used`` memory of the whole device
+     (every process, the CUDA context, memory torch's allocator never sees).
+
+5. One more call with the fixed seed (its first image is the saved image):
+
+   - ``peak_memory_gb``: CUDA ``torch.cuda.max_memory_allocated()`` after
+     ``reset_peak_memory_stats()``, absolute (the weights included);
+     ``peak_basis`` "cuda-allocated-absolute". CPU: how much the process's peak
+     resident memory (``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``)
+     rose above its resident memory just before the call, a delta;
+     ``peak_basis`` "cpu-resident-growth"; ``None`` where Linux does not allow it.
+   - ``peak_reserved_gb`` (CUDA): ``torch.cuda.max_memory_reserved()`` over the
+     same call; it sees the CUDA graphs of ``max-autotune``, which live in a
+     private pool that ``max_memory_allocated`` does not count.
+   - ``peak_device_used_gb`` (CUDA): the highest NVML ``used`` memory seen by a
+     thread that reads it every ``DEVICE_POLL_S`` during the call (and once
+     before and after it).
+
+6. ``host_peak_gb()``: the process's peak resident memory (``VmHWM``) from
+   ``host_peak_start()`` on, load included, kept as a running maximum because
+   step 5 resets ``VmHWM`` on the CPU; ``None`` where Linux does not allow a reset.
+
+NVML figures (``device_used_gb``, ``peak_device_used_gb``, ``cuda_driver``) are
+``None`` without the ``pynvml`` module or without an NVIDIA driver; NVML finds
+torch's device by its UUID, so ``CUDA_VISIBLE_DEVICES`` (Ray sets it) cannot
+point it at another GPU. ``hardware`` gives the GPU's identity.
+
+Compiled configurations (``prepare_compile``, called by
+``quant.compile_transformer``) all compile with the same inductor settings:
+torch's defaults plus ``INDUCTOR_SETTINGS``, whatever an earlier load set
+(torchao's ``quantize_`` sets its recommended flags for the whole process);
+``inductor_config`` is a hash of those settings as the first call compiles, and
+each compiles into its own fresh cache folder, ``compile_cache_dir``.
+
+``cleanup`` frees what a configuration held before the next one starts, resets
+dynamo (``torch.compiler.reset()``) and removes the compile cache folder.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
+import hashlib
+import os
 import platform
+import shutil
 import statistics
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +73,15 @@ from pathlib import Path
 import torch
 
 GB = 1024**3
+DEVICE_POLL_S = 0.002  # how often the peak call's thread reads NVML's used memory
+PEAK_BASIS = {"cuda": "cuda-allocated-absolute", "cpu": "cpu-resident-growth"}
+
+# The project's inductor settings, applied on top of torch's defaults to every compiled configuration.
+# None: torch's defaults are what plain torch.compile gives every backend, the compiled `none` reference
+# included, which no torchao load touches. torchao's recommended flags (torchao/quantization/utils.py,
+# recommended_inductor_config_setter) reach only the processes that loaded a torchao config, so leaving
+# them there would tune torchao's compiled figures differently from the reference they are compared with.
+INDUCTOR_SETTINGS: dict[str, object] = {}
 
 
 @dataclass
@@ -45,6 +96,13 @@ class Measurement:
     image: object  # PIL.Image of the fixed-seed call
     latents: torch.Tensor  # its final latents (float32, CPU)
     compile_s: float | None = None  # the first call of a compiled model (not a latency sample)
+    peak_basis: str | None = None  # what peak_memory_gb is: PEAK_BASIS[device]; None with no peak
+    memory_reserved_gb: float | None = None  # CUDA: memory_reserved in the loaded state
+    device_used_gb: float | None = None  # CUDA: NVML used memory of the device in the loaded state
+    peak_reserved_gb: float | None = None  # CUDA: max_memory_reserved over the fixed-seed call
+    peak_device_used_gb: float | None = None  # CUDA: highest NVML used memory seen during that call
+    inductor_config: str | None = None  # compiled: inductor_config_hash as the first call compiled
+    compile_cache_dir: str | None = None  # compiled: the configuration's fresh inductor/triton cache folder
 
 
 def _plain_tensors(t: torch.Tensor):
@@ -102,6 +160,7 @@ def _proc_status(field: str) -> int | None:
 
 
 def _reset_cpu_peak() -> bool:
+    """Reset ``VmHWM`` to the current resident memory; callers fold it into the host peak first."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -109,15 +168,252 @@ def _reset_cpu_peak() -> bool:
         return False
 
 
+# -- the host peak over a configuration ------------------------------------------------------------
+
+_host_peak_bytes: int | None = None  # the running maximum of VmHWM since host_peak_start; None: not known
+
+
+def host_peak_start() -> None:
+    """Start the configuration's host peak: reset ``VmHWM``, so that earlier configurations in this process
+    do not count. Where Linux does not allow the reset, ``host_peak_gb`` is ``None``."""
+    global _host_peak_bytes
+    _host_peak_bytes = _proc_status("VmHWM") if _reset_cpu_peak() else None
+
+
+def _fold_host_peak() -> None:
+    """Fold ``VmHWM`` into the running maximum: before anything resets it, and when the peak is read."""
+    global _host_peak_bytes
+    hwm = _proc_status("VmHWM")
+    if _host_peak_bytes is not None and hwm is not None:
+        _host_peak_bytes = max(_host_peak_bytes, hwm)
+
+
+def host_peak_gb() -> float | None:
+    """The process's peak resident memory since ``host_peak_start``, in GB (``None``: not known)."""
+    _fold_host_peak()
+    return None if _host_peak_bytes is None else _host_peak_bytes / GB
+
+
+# -- NVML: the whole device's memory and the driver --------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _nvml():
+    """The ``pynvml`` module, initialised; ``None`` without it or without an NVIDIA driver."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no libnvidia-ml.so (NVMLError_LibraryNotFound), no driver loaded, ...
+        return None
+    return pynvml
+
+
+@functools.lru_cache(maxsize=None)
+def _nvml_handle(index: int):
+    """NVML's handle of torch's CUDA device ``index``, found by the device's UUID, or ``None``.
+
+    Not by index: under ``CUDA_VISIBLE_DEVICES`` (Ray sets it) torch's device 0
+    may be NVML's device 3. torch gives the UUID without NVML's prefix: "GPU-"
+    for a whole GPU, "MIG-" for a MIG instance.
+    """
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    uuid = str(torch.cuda.get_device_properties(index).uuid)  # torch's _CUuuid prints 8-4-4-4-12 hex
+    for name in [uuid] if uuid.startswith(("GPU-", "MIG-")) else ["GPU-" + uuid, "MIG-" + uuid]:
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(name)
+        except nvml.NVMLError:
+            continue
+    return None
+
+
+def _cuda_index() -> int:
+    return torch.cuda.current_device()
+
+
+def device_used_bytes(index: int | None = None) -> int | None:
+    """NVML's used memory of the whole CUDA device (torch's index; default the current one), or ``None``."""
+    handle = _nvml_handle(_cuda_index() if index is None else index)
+    if handle is None:
+        return None
+    nvml = _nvml()
+    try:
+        return int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
+    except nvml.NVMLError:
+        return None
+
+
+def cuda_driver() -> str | None:
+    """The NVIDIA driver's version as NVML reports it ("570.124.06"), or ``None``."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    try:
+        version = nvml.nvmlSystemGetDriverVersion()
+    except nvml.NVMLError:
+        return None
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+class _DevicePeak:
+    """The highest NVML used memory of one device while the ``with`` block runs (``peak_bytes``).
+
+    A daemon thread reads it every ``DEVICE_POLL_S``; one reading before and
+    one after the block cover a block shorter than that. ``None`` without NVML.
+    """
+
+    def __init__(self, index: int, interval_s: float = DEVICE_POLL_S):
+        self.index, self.interval_s = index, interval_s
+        self.peak_bytes: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> None:
+        used = device_used_bytes(self.index)
+        if used is not None:
+            self.peak_bytes = used if self.peak_bytes is None else max(self.peak_bytes, used)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._read()
+
+    def __enter__(self):
+        self._read()
+        if self.peak_bytes is not None:
+            self._thread = threading.Thread(target=self._poll, name="device-peak", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._read()
+        return False
+
+
+def hardware(device: str) -> dict:
+    """The GPU's identity: ``gpu``, ``compute_capability`` ("9.0"), ``cuda_runtime`` (torch.version.cuda)
+    and ``cuda_driver`` (NVML); all ``None`` on the CPU."""
+    if device != "cuda":
+        return dict(gpu=None, compute_capability=None, cuda_runtime=None, cuda_driver=None)
+    major, minor = torch.cuda.get_device_capability()
+    return dict(gpu=torch.cuda.get_device_name(), compute_capability=f"{major}.{minor}",
+                cuda_runtime=torch.version.cuda, cuda_driver=cuda_driver())  # fmt: skip
+
+
+# -- compiled configurations on equal terms ----------------------------------------------------------
+
+_compile: dict | None = None  # the compiled configuration under way: mode, cache_dir, the env it replaced
+_CACHE_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def _inductor_defaults() -> dict:
+    """Every inductor setting as a fresh process has it: torch's default, or the environment variable
+    that overrides it (read when torch imported its config), whatever was set since.
+
+    Read from the config module's entries (torch/utils/_config_module.py, ``_ConfigEntry``), the same order
+    as ``ConfigModule.__getattr__``; aliases (settings of other modules) are left out.
+    """
+    from torch._inductor import config
+    from torch._utils_internal import justknobs_check
+    from torch.utils._config_module import _UNSET_SENTINEL
+
+    out = {}
+    for name, entry in config._config.items():
+        if entry.alias is not None:
+            continue
+        if entry.env_value_force is not _UNSET_SENTINEL:
+            out[name] = entry.env_value_force
+        elif entry.env_value_default is not _UNSET_SENTINEL:
+            out[name] = entry.env_value_default
+        elif entry.justknob is not None:
+            out[name] = justknobs_check(name=entry.justknob, default=entry.default)
+        else:
+            out[name] = copy.deepcopy(entry.default)
+    return out
+
+
+def reset_inductor_config() -> None:
+    """Set ``torch._inductor.config`` to torch's defaults plus ``INDUCTOR_SETTINGS`` (only what differs is set)."""
+    from torch._inductor import config
+
+    wanted = {**_inductor_defaults(), **INDUCTOR_SETTINGS}
+    current = config.get_config_copy()
+    for name, value in wanted.items():
+        if current.get(name) != value:
+            setattr(config, name, value)
+
+
+def inductor_config_hash(mode: str | None = None) -> str:
+    """sha256 (16 hex) of the inductor settings a compile in ``mode`` uses: the portable config that keys
+    inductor's own FX graph cache (torch/_inductor/codecache.py, ``save_config_portable``), with the mode's
+    options (``torch._inductor.list_mode_options``) over it, as ``torch.compile`` applies them."""
+    from torch._inductor import config, list_mode_options
+
+    settings = config.save_config_portable(ignore_private_configs=False)
+    settings.update(list_mode_options(mode) if mode not in (None, "default") else {})
+    return hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:16]
+
+
+def prepare_compile(mode: str) -> str:
+    """Before a configuration's ``torch.compile``: inductor's settings back to torch's defaults plus
+    ``INDUCTOR_SETTINGS``, and a fresh cache folder (returned) for inductor and triton, removed by ``cleanup``.
+
+    Both cache variables are read when used (torch/_inductor/runtime/cache_dir_utils.py ``cache_dir``,
+    ``triton_cache_dir``) and handed to compile workers with each job (torch/_inductor/async_compile.py);
+    inductor's in-memory code caches are cleared as ``torch._inductor.utils.fresh_cache`` does. Only the
+    C++ precompiled headers stay shared: torch keeps them outside any cache folder on purpose
+    (``_HEADER_DIR`` in torch/_inductor/codecache.py).
+    """
+    global _compile
+    from torch._inductor.utils import clear_caches
+
+    _drop_compile_cache()
+    reset_inductor_config()
+    folder = tempfile.mkdtemp(prefix="dqb-compile-")
+    _compile = dict(mode=mode, cache_dir=folder, env={name: os.environ.get(name) for name in _CACHE_ENV})
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
+    clear_caches()
+    return folder
+
+
+def _drop_compile_cache() -> None:
+    """Remove the compiled configuration's cache folder and give back the cache variables it replaced."""
+    global _compile
+    if _compile is None:
+        return
+    from torch._inductor.utils import clear_caches
+
+    for name, value in _compile["env"].items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(_compile["cache_dir"], ignore_errors=True)
+    _compile = None
+    clear_caches()
+
+
 def cleanup(device: str) -> None:
     """Drop what the last configuration left, then freeze the survivors.
 
-    ``gc.freeze`` moves every object still alive after the collection (modules
-    and caches that libraries import lazily on a first load) out of the
-    collector's view, so the next collection scans only what the next
-    configuration creates: a full collection cost 0.15-0.2 s otherwise, a
-    sixth of a tiny configuration's time.
+    ``torch.compiler.reset()`` drops dynamo's compiled code and guards (only if
+    dynamo was ever imported: otherwise nothing compiled), and a compiled
+    configuration's cache folder goes. ``gc.freeze`` moves every object still
+    alive after the collection (modules and caches that libraries import lazily
+    on a first load) out of the collector's view, so the next collection scans
+    only what the next configuration creates: a full collection cost 0.15-0.2 s
+    otherwise, a sixth of a tiny configuration's time.
     """
+    if "torch._dynamo" in sys.modules:
+        torch.compiler.reset()
+    _drop_compile_cache()
     gc.collect()
     gc.freeze()
     if device == "cuda":
@@ -192,15 +488,18 @@ def measure(
     """Run the protocol above on a prepared pipeline.
 
     ``compiled``: the first call (which compiles) is timed on its own as
-    ``compile_s`` before the warm-up, and never counts as a latency sample.
+    ``compile_s`` before the warm-up, and never counts as a latency sample;
+    ``inductor_config`` is hashed just before it, in the mode ``prepare_compile`` was given.
     """
 
     def call():
         generator = torch.Generator(device="cpu").manual_seed(seed)
         return pipe(**call_kwargs, generator=generator)
 
-    compile_s = None
+    compile_s = inductor_config = compile_cache_dir = None
     if compiled:
+        inductor_config = inductor_config_hash(_compile["mode"] if _compile else None)
+        compile_cache_dir = _compile["cache_dir"] if _compile else None
         _sync(device)
         start = time.perf_counter()
         call()
@@ -217,21 +516,31 @@ def measure(
         _sync(device)
         samples.append(time.perf_counter() - start)
 
+    reserved = device_used = peak_reserved = peak_device_used = None
     if device == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
         memory = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        image, latents = generate(pipe, call_kwargs, seed)
-        _sync(device)
+        reserved = torch.cuda.memory_reserved()
+        device_used = device_used_bytes()
+        torch.cuda.reset_peak_memory_stats()  # every peak stat: allocated and reserved
+        with _DevicePeak(_cuda_index()) as seen:
+            image, latents = generate(pipe, call_kwargs, seed)
+            _sync(device)
         peak = torch.cuda.max_memory_allocated()
+        peak_reserved = torch.cuda.max_memory_reserved()
+        peak_device_used = seen.peak_bytes
     else:
         memory = tensor_bytes(pipeline_modules(pipe).values())
+        _fold_host_peak()  # the reset below would lose the configuration's peak so far
         before = _proc_status("VmRSS")
         can_reset = _reset_cpu_peak() and before is not None
         image, latents = generate(pipe, call_kwargs, seed)
         hwm = _proc_status("VmHWM")
         peak = max(hwm - before, 0) if can_reset and hwm is not None else None
+
+    def gb(n):
+        return None if n is None else n / GB
 
     return Measurement(
         latency_s=statistics.median(samples),
@@ -240,8 +549,15 @@ def measure(
         repeats=repeats,
         memory_bytes=memory,
         memory_gb=memory / GB,
-        peak_memory_gb=None if peak is None else peak / GB,
+        peak_memory_gb=gb(peak),
+        peak_basis=None if peak is None else PEAK_BASIS[device],
+        memory_reserved_gb=gb(reserved),
+        device_used_gb=gb(device_used),
+        peak_reserved_gb=gb(peak_reserved),
+        peak_device_used_gb=gb(peak_device_used),
         image=image,
         latents=latents,
         compile_s=compile_s,
+        inductor_config=inductor_config,
+        compile_cache_dir=compile_cache_dir,
     )

@@ -70,6 +70,16 @@ def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: 
 
 
 def compile_transformer(pipe, mode: str | bool) -> None:
-    """``torch.compile`` the transformer in place (``False``: leave it eager)."""
-    if mode is not False:
-        pipe.transformer.compile(mode=mode)
+    """``torch.compile`` the transformer in place (``False``: leave it eager).
+
+    Every compiled configuration on equal terms (``measure.prepare_compile``):
+    inductor's settings back to torch's defaults plus ``measure.INDUCTOR_SETTINGS``
+    (a torchao load has set its own flags for the whole process), and a fresh
+    cache folder of its own. The compile itself happens in the first call.
+    """
+    if mode is False:
+        return
+    from . import measure
+
+    measure.prepare_compile(mode)
+    pipe.transformer.compile(mode=mode)
