@@ -8,7 +8,7 @@ PREPARED := $(VENV)/.prepared
 # The sections make report runs: quanto (the published grid) in every dtype, torchao in bf16.
 REPORT_BACKENDS := quanto torchao:bf16
 
-.PHONY: setup test report clean chromium
+.PHONY: setup test report clean chromium gpu-check
 
 setup: $(STAMP)
 
@@ -51,6 +51,12 @@ test: setup chromium
 # and torchao in bf16 beside it, in one batch (12 notebooks); outputs/RESULTS.md and outputs/report.html cover both.
 report: $(PREPARED)
 	$(PY) -m helpers batch --backend $(REPORT_BACKENDS)
+
+# On a GPU machine: PixArt-Sigma bf16 at full size with random weights (none, int8 and int4 with the text
+# encoder), each in a fresh Ray worker, against the estimate and the published H100 figures; about three
+# minutes on an H100 (docs/gpu-check.md). Exits 2 at once where there is no CUDA device.
+gpu-check: setup
+	$(PY) -m helpers.gpu_check
 
 clean:
 	rm -rf outputs/results outputs/images
