@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
-from .records import Record, labels
+from .outputs import image_bytes, image_problem
+from .records import Record, labels, peak_label, suspect
+
+
+SUSPECT_TITLE = "Suspect: not a result"
 
 
 def _summary(r: Record | None) -> str:
@@ -13,9 +16,10 @@ def _summary(r: Record | None) -> str:
         return "<p>not in the grid</p>"
     if r.status != "ok":
         return f"<p><b>{html.escape(r.status)}</b>: {html.escape(r.error or '')}</p>"
-    peak = "n/a" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.3f}"
-    return (
-        f"<p>memory <b>{r.memory_gb:.3f} GB</b> (peak +{peak} GB)<br>"
+    peak = "n/a" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.3f} GB"
+    warning = f"<p><b>{html.escape(SUSPECT_TITLE)}</b>: {html.escape(suspect(r))}</p>" if suspect(r) else ""
+    return warning + (
+        f"<p>memory <b>{r.memory_gb:.3f} GB</b> ({peak_label(r)} {peak})<br>"
         f"latency <b>{r.latency_s:.3f} s</b> (min {r.latency_min_s:.3f}, max {r.latency_max_s:.3f}, "
         f"{r.repeats} runs)</p>"
     )
@@ -43,8 +47,10 @@ def explorer(rows: list[Record], out_dir: str):
 
     def pane(title: str, r: Record | None):
         items = [w.HTML(f"<h4>{html.escape(title)}</h4>"), w.HTML(_summary(r))]
-        if r is not None and r.status == "ok" and r.image_path:
-            items.insert(1, w.Image(value=(Path(out_dir) / r.image_path).read_bytes(), format="png", width=256))
+        if r is not None and r.status == "ok":
+            problem = image_problem(out_dir, r)
+            items.insert(1, w.HTML(f"<p><b>No image</b>: {html.escape(problem)}</p>") if problem else
+                         w.Image(value=image_bytes(out_dir, r), format="png", width=256))  # fmt: skip
         return items
 
     def update(_=None):

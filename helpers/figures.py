@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .records import Record, labels, section_name
+from .records import Record, labels, section_name, suspect
 
 
 def section_of(r: Record) -> str:
@@ -31,8 +31,13 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
     A failed or skipped configuration gets an empty panel naming its status.
     Returns the saved figure.
     """
+    import io
+    import textwrap
+
     from matplotlib.figure import Figure
     from PIL import Image
+
+    from .outputs import image_bytes, image_problem
 
     if not rows:
         raise ValueError("no records to draw")
@@ -44,11 +49,12 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, ordered):
-        if r.status == "ok" and r.image_path:
-            with Image.open(Path(out_dir) / r.image_path) as image:
+        problem = image_problem(out_dir, r) if r.status == "ok" else r.status
+        if problem is None:
+            with Image.open(io.BytesIO(image_bytes(out_dir, r))) as image:
                 ax.imshow(image.copy())
-        else:
-            ax.text(0.5, 0.5, r.status, ha="center", va="center", fontsize=12)
+        else:  # failed, skipped, or its file is not the one it measured
+            ax.text(0.5, 0.5, textwrap.fill(problem, 30), ha="center", va="center", fontsize=8 if r.status == "ok" else 12)
         ax.set_title(label(r, with_batch), fontsize=9)
     first = rows[0]
     fig.suptitle(f"{first.model} {first.dtype}, {first.backend} ({first.preset} preset)", fontsize=11)
@@ -64,10 +70,11 @@ def tradeoff_path(out_dir: str, section: str) -> Path:
 
 
 def recommended(rows: list[Record]) -> list[Record]:
-    """The ``ok`` configurations no other beats on both memory and latency, by memory."""
+    """The ``ok`` configurations no other beats on both memory and latency, by memory; a ``suspect`` one
+    (its images are not a result) is never recommended."""
     from .pareto import pareto_front
 
-    ok = [r for r in rows if r.status == "ok"]
+    ok = [r for r in rows if r.status == "ok" and not suspect(r)]
     front = pareto_front([(r.memory_gb, r.latency_s) for r in ok])
     return sorted((ok[i] for i in front), key=lambda r: (r.memory_gb, r.latency_s))
 

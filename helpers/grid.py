@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import measure, records
+from . import measure, outputs, records
 from .params import Config, Params, configs, reference_of
 from .pipelines import call_settings, checkpoint_name, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
@@ -30,7 +30,9 @@ def results_path(params: Params) -> Path:
     return Path(params["out_dir"]) / "results" / f"{section_name(params)}.jsonl"
 
 
-def _base_record(params: Params, config: Config, checkpoint: str, device: str, call: dict) -> records.Record:
+def _base_record(params: Params, config: Config, checkpoint: str, device: str, call: dict,
+                 hardware: dict) -> records.Record:  # fmt: skip
+    """The identity of one configuration: what it runs, with what call, on which device and (CUDA) GPU model."""
     return records.Record(
         model=params["model"],
         checkpoint=checkpoint,
@@ -56,27 +58,8 @@ def _base_record(params: Params, config: Config, checkpoint: str, device: str, c
         backend=params["backend"],
         compile=params["compile"],
         threads=params["threads"],
+        **{name: hardware.get(name) for name in records.HARDWARE_FIELDS},
     )
-
-
-def _outputs(params: Params, config: Config) -> tuple[list[Path], Path]:
-    """(image per prompt, latents file), relative to out_dir."""
-    folder = section_name(params)
-    images = [
-        Path("images") / folder / (f"{config.slug}.png" if i == 0 else f"{config.slug}_p{i}.png")
-        for i in range(len(params["prompts"]))
-    ]
-    return images, Path("latents") / folder / f"{config.slug}.safetensors"
-
-
-def _load_outputs(params: Params, config: Config):
-    from PIL import Image
-    from safetensors.torch import load_file
-
-    images, latents = _outputs(params, config)
-    out = Path(params["out_dir"])
-    tensors = load_file(out / latents)
-    return [Image.open(out / p).copy() for p in images], [tensors[f"p{i}"] for i in range(len(images))]
 
 
 @dataclass
@@ -108,18 +91,21 @@ def _where(device: str) -> dict:
     return dict(
         host=socket.gethostname(), pid=os.getpid(), gpu_ids=gpu_ids, device_name=measure.device_name(device),
         versions=records.library_versions(),
+        **{name: value for name, value in measure.hardware(device).items() if name not in records.HARDWARE_FIELDS},
     )  # fmt: skip
 
 
-def execute(params: Params, checkpoint: str, device: str, call: dict, config: Config) -> Outcome:
+def execute(params: Params, checkpoint: str, device: str, call: dict, hardware: dict, config: Config) -> Outcome:
     """Load, prepare and measure one configuration where it runs; never raises for a failing configuration.
 
     The task body of every executor: it writes nothing. The first prompt is
     measured (latency, memory); every prompt gives one more fixed-seed image and
     its final latents, which come back in the ``Outcome``. Executors call it
     as ``job(config)``, a ``functools.partial`` over the grid's own arguments.
+    ``hardware``: the GPU model the driver planned for (``executor.hardware``); a process that finds
+    another GPU records an error instead of a figure under the wrong identity.
     """
-    outcome, wall_s = measure.timed(lambda: _execute(params, config, checkpoint, device, call))
+    outcome, wall_s = measure.timed(lambda: _execute(params, config, checkpoint, device, call, hardware))
     outcome.record.wall_s = wall_s
     return outcome
 
@@ -167,21 +153,28 @@ def _encode(images: list, latents: list) -> tuple[list[bytes], bytes]:
     return pngs, save({f"p{i}": t.contiguous() for i, t in enumerate(latents)})
 
 
-_MEASURED = ("memory_bytes", "memory_gb", "peak_memory_gb", "latency_s", "latency_min_s", "latency_max_s", "compile_s")
+_MEASURED = ("memory_bytes", "memory_gb", "memory_reserved_gb", "device_used_gb", "peak_memory_gb", "peak_basis",
+             "peak_reserved_gb", "peak_device_used_gb", "latency_s", "latency_min_s", "latency_max_s", "compile_s",
+             "inductor_config", "compile_cache_dir")  # fmt: skip
 
 
-def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict) -> Outcome:
+def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict, hardware: dict) -> Outcome:
     import torch
 
     if params["threads"] is not None:
         torch.set_num_threads(params["threads"])
-    record = _base_record(params, config, checkpoint, device, call)
+    record = _base_record(params, config, checkpoint, device, call, hardware)
     for key, value in _where(device).items():
         setattr(record, key, value)
     record.torch_threads = torch.get_num_threads()
     outcome = Outcome(record)
     pipe = None
+    measure.host_peak_start()
     try:
+        found = {name: here.get(name) for name in records.HARDWARE_FIELDS for here in [measure.hardware(device)]}
+        if found != {name: hardware.get(name) for name in records.HARDWARE_FIELDS}:
+            raise RuntimeError(f"this process sees {found}, the grid was planned for {hardware}: a figure "
+                               "measured here would be filed under another GPU")  # fmt: skip
         pipe, record.load_s = measure.timed(lambda: _prepare(params, config, device, record))
         kwargs = {**call, "num_images_per_prompt": config.batch_size}
         m = measure.measure(pipe, {**kwargs, "prompt": params["prompts"][0]}, device=device, warmup=params["warmup"],
@@ -194,7 +187,6 @@ def _execute(params: Params, config: Config, checkpoint: str, device: str, call:
         outcome.images, outcome.latents = _encode(images, latents)
         for name in _MEASURED:
             setattr(record, name, getattr(m, name))
-        record.image_path = _outputs(params, config)[0][0].as_posix()
         if "clip_score" in params["quality_metrics"] and _clip_available():
             from .fidelity import clip_score
 
@@ -207,32 +199,36 @@ def _execute(params: Params, config: Config, checkpoint: str, device: str, call:
         traceback.print_exc()
     finally:
         del pipe
+        record.host_peak_gb = measure.host_peak_gb()
         measure.cleanup(device)
     record.timestamp = records.now()
     return outcome
 
 
-def _store(params: Params, config: Config, outcome: Outcome) -> records.Record:
-    """The driver writes a finished configuration's images and latents under ``out_dir``."""
+def _store(params: Params, outcome: Outcome) -> records.Record:
+    """The driver writes a finished configuration's images and latents under ``out_dir``, each under a
+    name of the record's identity, and puts each file's name and SHA-256 into the record."""
     record = outcome.record
     if record.status != "ok":
         return record
     out = Path(params["out_dir"])
-    image_paths, latents_path = _outputs(params, config)
-    for data, path in zip(outcome.images, image_paths):
+    image_paths, latents_path = outputs.names(record)
+    for data, path in [*zip(outcome.images, image_paths), (outcome.latents, latents_path)]:
         (out / path).parent.mkdir(parents=True, exist_ok=True)
         (out / path).write_bytes(data)
-    (out / latents_path).parent.mkdir(parents=True, exist_ok=True)
-    (out / latents_path).write_bytes(outcome.latents)
+    record.image_paths, record.image_path = image_paths, image_paths[0]
+    record.image_sha256 = [outputs.sha256(data) for data in outcome.images]
+    record.latents_path, record.latents_sha256 = latents_path, outputs.sha256(outcome.latents)
     return record
 
 
-def _add_fidelity(params: Params, record: records.Record, config: Config) -> None:
-    """Compare a stored ``ok`` configuration with its stored ``ok`` reference, per prompt."""
+def _add_fidelity(params: Params, record: records.Record, reference: records.Record) -> None:
+    """Compare a stored ``ok`` configuration with its stored ``ok`` reference (the same identity but for the
+    quantization choices: same call, preset, checkpoint, device and GPU model), per prompt."""
     from . import fidelity
 
-    images, latents = _load_outputs(params, config)
-    ref_images, ref_latents = _load_outputs(params, reference_of(config))
+    images, latents = outputs.load(params["out_dir"], record)
+    ref_images, ref_latents = outputs.load(params["out_dir"], reference)
     per_prompt = [
         {"prompt": prompt, **fidelity.compare(im, ref_im, lat, ref_lat)}
         for prompt, im, ref_im, lat, ref_lat in zip(params["prompts"], images, ref_images, latents, ref_latents)
@@ -243,9 +239,9 @@ def _add_fidelity(params: Params, record: records.Record, config: Config) -> Non
     record.latent_rel_error, record.identical = summary["latent_rel_error"], summary["identical"]
 
 
-def _lost(params, config, checkpoint, device, call, lost) -> records.Record:
-    """The record of a configuration whose process died (segfault, OOM kill, lost node)."""
-    record = _base_record(params, config, checkpoint, device, call)
+def _lost(params, config, checkpoint, device, call, hardware, lost) -> records.Record:
+    """The record of a configuration whose process died (segfault, OOM kill, lost node) or timed out."""
+    record = _base_record(params, config, checkpoint, device, call, hardware)
     record.status, record.error = "error", lost.reason
     record.executor, record.attempts = "ray", lost.attempts
     record.node_id = lost.node_id
@@ -287,6 +283,7 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
     grid = configs(params)
     with records.exclusive(path), _executor(params) as executor:
         device = executor.device(params["device"])
+        hardware = executor.hardware(device)  # on CUDA the GPU model: part of every figure's identity
         checkpoint = checkpoint_name(params)
         if executor.local:
             resolve_checkpoint(params)  # build the tiny pipeline before the first configuration, not during it
@@ -294,7 +291,7 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
         finished = {r.config_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
 
         def key(config):
-            return _base_key(params, config, checkpoint, device, call)
+            return _base_key(params, config, checkpoint, device, call, hardware)
 
         todo = [c for c in grid if key(c) not in finished]
         todo.sort(key=lambda c: c != reference_of(c))  # references first: the others compare with them
@@ -304,7 +301,10 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
         def complete(config, record):
             ref = record if config == reference_of(config) else finished.get(key(reference_of(config)))
             if record.status == "ok" and ref is not None and ref.status == "ok":
-                _add_fidelity(params, record, config)
+                try:
+                    _add_fidelity(params, record, ref)
+                except outputs.Mismatch as e:  # the reference's files were overwritten: no fidelity, said why
+                    record.notes.append(f"no fidelity: the reference's {e}")
             records.append(path, record)
             finished[key(config)] = record
             running.discard(key(config))
@@ -312,20 +312,20 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
                 complete(*other)
 
         bar = tqdm(total=len(todo), desc=section_name(params), disable=not progress)
-        results = executor.run(todo, functools.partial(execute, params, checkpoint, device, call), device)
+        results = executor.run(todo, functools.partial(execute, params, checkpoint, device, call, hardware), device)
         for config, outcome in results:
             bar.update()
             if isinstance(outcome, Outcome):
-                record = _store(params, config, outcome)
+                record = _store(params, outcome)
             else:
-                record = _lost(params, config, checkpoint, device, call, outcome)
+                record = _lost(params, config, checkpoint, device, call, hardware, outcome)
             ref_key = key(reference_of(config))
             if ref_key != key(config) and ref_key in running:
                 waiting.setdefault(ref_key, []).append((config, record))
             else:
                 complete(config, record)
         bar.close()
-    return grid_records(params, checkpoint=checkpoint, device=device, call=call)
+    return grid_records(params, checkpoint=checkpoint, device=device, call=call, hardware=hardware)
 
 
 class _Inline:
@@ -342,6 +342,9 @@ class _Inline:
     def device(self, name: str) -> str:
         return torch_device(name)
 
+    def hardware(self, device: str) -> dict:
+        return measure.hardware(device)
+
     def run(self, todo, job, device: str):
         measure.cleanup(device)  # freeze what the imports left, before the first configuration
         for config in todo:
@@ -356,16 +359,18 @@ def _executor(params: Params):
     return _Inline()
 
 
-def _base_key(params, config, checkpoint, device, call) -> str:
-    return _base_record(params, config, checkpoint, device, call).config_key()
+def _base_key(params, config, checkpoint, device, call, hardware) -> str:
+    return _base_record(params, config, checkpoint, device, call, hardware).config_key()
 
 
-def grid_records(params: Params, checkpoint: str | None = None, device: str | None = None, call: dict | None = None):
+def grid_records(params: Params, checkpoint: str | None = None, device: str | None = None, call: dict | None = None,
+                 hardware: dict | None = None) -> list[records.Record]:  # fmt: skip
     """The latest record of each configuration of this grid (missing ones left out), in grid order.
 
-    With ``device: auto`` and no ``device`` given, a configuration's record is
-    the one measured on CUDA if there is one, else on the CPU: under Ray the
-    cluster decided, not the machine reading the records.
+    With ``device`` and ``hardware`` given: the records of that device and GPU model only. Without them,
+    every GPU model's records (the tables split them by GPU), and with ``device: auto`` a configuration's
+    records are those measured on CUDA if there are any, else on the CPU: under Ray the cluster decided,
+    not the machine reading the records.
     """
     checkpoint = checkpoint or checkpoint_name(params)
     call = call or call_settings(params)
@@ -373,9 +378,17 @@ def grid_records(params: Params, checkpoint: str | None = None, device: str | No
         devices = [device]
     else:
         devices = ["cuda", "cpu"] if params["device"] == "auto" else [params["device"]]
-    by_key = {r.config_key(): r for r in records.latest(records.read(results_path(params)))}
+    latest = records.latest(records.read(results_path(params)))
+    by_key = {r.config_key(): r for r in latest}
+    seen = [hardware] if hardware is not None else [
+        dict(found) for found in dict.fromkeys(tuple((n, getattr(r, n)) for n in records.HARDWARE_FIELDS) for r in latest)
+    ]  # fmt: skip
     rows = []
     for config in configs(params):
-        found = [by_key[k] for k in (_base_key(params, config, checkpoint, d, call) for d in devices) if k in by_key]
-        rows.extend(found[:1])
+        for d in devices:
+            keys = [_base_key(params, config, checkpoint, d, call, hw) for hw in seen]
+            found = [by_key[k] for k in keys if k in by_key]
+            if found:
+                rows.extend(found)
+                break
     return rows

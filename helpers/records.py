@@ -160,8 +160,34 @@ def qtype_label(qtype: str, te_qtype: str | None = None, quantize_te: bool | lis
 
 
 def labels(r: "Record") -> tuple[str, str, str]:
-    """A record's three configuration columns as the tables show them: Quantization, Quantize TE, Fuse QKV."""
-    return qtype_label(r.qtype, r.te_qtype, r.quantize_te), te_label(r.model, r.quantize_te), yes_no(r.fuse_qkv)
+    """A record's three configuration columns as the tables show them: Quantization, Quantize TE, Fuse QKV.
+    A ``suspect`` configuration says so in its Quantization, wherever it is shown."""
+    quantization = qtype_label(r.qtype, r.te_qtype, r.quantize_te) + (f" ({SUSPECT})" if suspect(r) else "")
+    return quantization, te_label(r.model, r.quantize_te), yes_no(r.fuse_qkv)
+
+
+def peak_label(r: "Record") -> str:
+    """What a record's peak figure is: absolute on CUDA (weights included), a growth on the CPU."""
+    return "peak allocated" if r.device == "cuda" else "peak growth of resident memory"
+
+
+SUSPECT = "suspect"
+# A configuration whose final latents are this far from its reference's, relative to the reference's norm
+# (``latent_rel_error``), made a different image, not a quantized one: see suspect().
+SUSPECT_LATENT_REL_ERROR = 0.5
+
+
+def suspect(r: "Record") -> str | None:
+    """Why a measured configuration's images are not a result (too far from its unquantized reference), or
+    ``None``. Such a configuration is marked in every table and never recommended.
+
+    The rule reads the final latents, before the VAE: ``||x - ref|| / ||ref||``. Latents uncorrelated with
+    the reference's (noise, a broken kernel) sit near 1 to 1.4; every correct configuration measured here
+    stays far below the limit (the README gives the figures it was chosen from)."""
+    if r.status != "ok" or r.latent_rel_error is None or r.latent_rel_error <= SUSPECT_LATENT_REL_ERROR:
+        return None
+    return (f"its final latents are {r.latent_rel_error:.2f} of the reference's norm away from the unquantized "
+            f"run's (limit {SUSPECT_LATENT_REL_ERROR}): a different image, not a quantized one")  # fmt: skip
 
 
 def config_key(config: dict) -> str:
@@ -172,14 +198,21 @@ def _versioned() -> tuple[str, ...]:
     """Every library whose version can change a figure (or where it was computed): each backend's package too."""
     from .backends import BACKENDS
 
-    return ("torch", "diffusers", "transformers", *(b.PACKAGE for b in BACKENDS.values()), "ray")
+    # triton: the kernels torch.compile writes on CUDA (not installed beside the CPU build of torch)
+    return ("torch", "diffusers", "transformers", *(b.PACKAGE for b in BACKENDS.values()), "ray", "triton")
 
 
 @functools.lru_cache(maxsize=None)
 def _versions() -> tuple:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return tuple((name, version(name)) for name in _versioned())
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return tuple((name, installed(name)) for name in dict.fromkeys(_versioned()))
 
 
 def library_versions() -> dict[str, str]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from .figures import image_grid_path, recommended, section_of, tradeoff_path
 from .params import Config, config_of
-from .records import Record, labels
+from .records import HARDWARE_FIELDS, Record, labels, suspect
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
 
@@ -26,10 +27,27 @@ def title(model: str) -> str:
     return model[:1].upper() + model[1:]
 
 
-def heading(model: str, batch_size: int, dtype: str, backend: str) -> str:
-    """The published section heading; a backend other than quanto is named after it."""
+def heading(model: str, batch_size: int, dtype: str, backend: str, gpu: str | None = None) -> str:
+    """The published section heading; a backend other than quanto is named after it, a GPU model after it."""
     text = f"{title(model)} - Batch Size: {batch_size}, Data Type: {dtype}"
-    return text if backend == "quanto" else f"{text} - Backend: {backend}"
+    text = text if backend == "quanto" else f"{text} - Backend: {backend}"
+    return text if gpu is None else f"{text} - GPU: {gpu}"
+
+
+def gpu_label(r: Record) -> str | None:
+    """``NVIDIA H100 80GB HBM3 (compute capability 9.0)`` for a CUDA record, ``None`` on the CPU."""
+    return None if r.gpu is None else f"{r.gpu} (compute capability {r.compute_capability})"
+
+
+def tables_of(rows: list[Record]) -> list[tuple[int, str | None, list[Record]]]:
+    """A section's records split into the tables it shows: one per batch size and GPU model, so no table
+    compares configurations measured on different GPUs. ``(batch size, GPU label or None, records)``."""
+    out = []
+    for bs in batch_sizes(rows):
+        for hardware in dict.fromkeys(tuple(getattr(r, n) for n in HARDWARE_FIELDS) for r in rows if r.batch_size == bs):
+            sub = [r for r in rows if r.batch_size == bs and tuple(getattr(r, n) for n in HARDWARE_FIELDS) == hardware]
+            out.append((bs, gpu_label(sub[0]), sub))
+    return out
 
 
 def _config_table(rows: list[Record], metrics: dict) -> pd.DataFrame:
@@ -154,11 +172,10 @@ def results_markdown(sections: list[list[Record]]) -> str:
         if not rows:
             continue
         model, dtype, backend, section = rows[0].model, rows[0].dtype, rows[0].backend, section_of(rows[0])
-        for bs in batch_sizes(rows):
-            sub = [r for r in rows if r.batch_size == bs]
+        for bs, gpu, sub in tables_of(rows):
             by_memory, by_latency = sorted_tables(sub)
             out += [
-                f"## {heading(model, bs, dtype, backend)}",
+                f"## {heading(model, bs, dtype, backend, gpu)}",
                 "",
                 *([f"*{RANDOM_NOTE}*", ""] if rows[0].preset == "random-full" else []),
                 *([f"**{_md_cell(mixed_hardware(sub))}**", ""] if mixed_hardware(sub) else []),
@@ -180,6 +197,8 @@ def results_markdown(sections: list[list[Record]]) -> str:
                 "",
                 f"Recommended (no other configuration uses less memory and less time): {recommended_text(sub)}",
                 "",
+                *[line for r in sub if suspect(r) for line in
+                  (f"**{_md_cell(labels(r)[0])}, TE {labels(r)[1]}, fuse {labels(r)[2]}**: {_md_cell(suspect(r))}.", "")],
             ]
     return "\n".join(out)
 
@@ -206,6 +225,7 @@ td.na{color:#888;cursor:help}
 table.summary th{cursor:auto}
 tr.failed td{background:#fde8e8}
 tr.skipped td{background:#fff6da}
+tr.suspect td{background:#fde8e8;font-style:italic}
 .env{font-size:.8rem;color:#555}
 code{overflow-wrap:anywhere}
 .mixed{background:#fde8e8;padding:.25rem .5rem}
@@ -245,11 +265,21 @@ def significant(value: float, digits: int = 3) -> str:
     return f"{rounded:.{max(decimals, 0)}f}"
 
 
+# The peak column says what its figure is: a table holds one device's records (tables_of).
+PEAK_CPU = "Peak growth (GB, CPU resident)"
+PEAK_CUDA = "Peak allocated (GB, absolute)"
+
 # How report.html writes each numeric column: memory as published (3 decimals), timings to 3 significant digits.
 FORMATS = {
     "Memory (GB)": "{:.3f}".format,
     PREDICTED: "{:.3f}".format,
-    "Peak memory (GB)": "{:.3f}".format,
+    PEAK_CPU: "{:.3f}".format,
+    PEAK_CUDA: "{:.3f}".format,
+    "Reserved (GB)": "{:.3f}".format,
+    "Device used (GB, NVML)": "{:.3f}".format,
+    "Peak reserved (GB)": "{:.3f}".format,
+    "Peak device used (GB, NVML)": "{:.3f}".format,
+    "Host peak (GB)": "{:.3f}".format,
     "Memory saved (GB)": "{:.3f}".format,
     "Memory saved (%)": "{:.1f}".format,
     "Latency (s)": significant,
@@ -266,10 +296,11 @@ FORMATS = {
 _NO_REFERENCE = "No fidelity: its NONE reference (Quantize TE No, same Fuse QKV and batch size) did not run"
 # Why a measured (``ok``) configuration has no figure in a column: its cell shows n/a with this as tooltip.
 NOT_APPLICABLE = {
-    "Peak memory (GB)": (
+    PEAK_CPU: (
         "On the CPU, peak is how much the process's resident memory grew during one call. Below 1 MB "
         "(or where Linux cannot reset the peak) that says nothing: the call reuses memory earlier calls left resident."
     ),
+    "Host peak (GB)": "Linux did not say (no /proc/self/status)",
     PREDICTED: "No prediction: the estimate cannot quantize this configuration on the meta device",
     "Compile (s)": "The transformer is not compiled",
     "Init (s)": "Only the random-full preset builds its weights; the others load them",
@@ -291,7 +322,13 @@ _HTML_COLUMNS = {
     "Quantize TE": lambda r: labels(r)[1],
     "Fuse QKV": lambda r: labels(r)[2],
     "Memory (GB)": lambda r: r.memory_gb,
-    "Peak memory (GB)": _peak,
+    PEAK_CPU: _peak,
+    PEAK_CUDA: _peak,
+    "Reserved (GB)": lambda r: r.memory_reserved_gb,
+    "Device used (GB, NVML)": lambda r: r.device_used_gb,
+    "Peak reserved (GB)": lambda r: r.peak_reserved_gb,
+    "Peak device used (GB, NVML)": lambda r: r.peak_device_used_gb,
+    "Host peak (GB)": lambda r: r.host_peak_gb,
     "Latency (s)": lambda r: r.latency_s,
     "Latency min (s)": lambda r: r.latency_min_s,
     "Latency max (s)": lambda r: r.latency_max_s,
@@ -301,9 +338,19 @@ _HTML_COLUMNS = {
     "PSNR to NONE (dB)": lambda r: "identical" if r.identical else r.psnr_db,
     "SSIM to NONE": lambda r: r.ssim,
     "Latent rel. error": lambda r: r.latent_rel_error,
-    "Status": lambda r: r.status,
-    "Reason": lambda r: r.error or "",
+    "Status": lambda r: r.status + (f" ({SUSPECT_WORD})" if suspect(r) else ""),
+    "Reason": lambda r: r.error or suspect(r) or "",
 }
+SUSPECT_WORD = "suspect"
+# Columns only a CUDA table has (the caching allocator and NVML), and the peak column of the other device.
+_CUDA_ONLY = ("Reserved (GB)", "Device used (GB, NVML)", "Peak reserved (GB)", "Peak device used (GB, NVML)")
+
+
+def html_columns(rows: list[Record]) -> dict:
+    """The detailed table's columns for one table's records (all on one device, see ``tables_of``)."""
+    cuda = any(r.device == "cuda" for r in rows)
+    hidden = (PEAK_CPU,) if cuda else (PEAK_CUDA, *_CUDA_ONLY)
+    return {name: get for name, get in _HTML_COLUMNS.items() if name not in hidden}
 
 
 def _html_cell(column: str, value, why: str | None = None) -> str:
@@ -324,7 +371,7 @@ def _html_cell(column: str, value, why: str | None = None) -> str:
 
 def _html_row(r: Record, columns: dict) -> str:
     """A failed or skipped configuration's figures stay blank: its Reason says why."""
-    css = {"error": "failed", "skipped": "skipped"}.get(r.status, "")
+    css = {"error": "failed", "skipped": "skipped"}.get(r.status, "suspect" if suspect(r) else "")
     cells = []
     for name, get in columns.items():
         value = get(r)
@@ -344,7 +391,7 @@ def _table(columns: dict, rows: list[Record], css: str) -> str:
 def _html_table(rows: list[Record], predicted: dict | None) -> str:
     order = sorted(rows, key=lambda r: (r.status != "ok", r.memory_gb if r.memory_gb is not None else 0))
     columns = {}
-    for name, get in _HTML_COLUMNS.items():
+    for name, get in html_columns(rows).items():
         columns[name] = get
         if name == "Memory (GB)" and predicted is not None:
             columns[PREDICTED] = lambda r: _predicted(r, predicted)
@@ -357,9 +404,14 @@ BASELINE = "NONE (Quantize TE No, Fuse QKV No)"
 def _summary(sub: list[Record], predicted: dict | None) -> str:
     """The recommended configurations, their fidelity and what each saves against the BASELINE."""
     best = recommended(sub)
+    suspects = [r for r in sub if suspect(r)]
+    warning = (f'<p class="mixed"><b>Suspect, never recommended</b> (its images are far from its reference\'s: '
+               f"not a result): {html.escape('; '.join('{} / TE {} / Fuse {}'.format(*labels(r)) for r in suspects))}"
+               "</p>") if suspects else ""  # fmt: skip
     if not best:
         failed = sum(r.status == "error" for r in sub)
-        return f"<p>Nothing measured: {failed} failed, {len(sub) - failed} skipped.</p>"
+        skipped = sum(r.status == "skipped" for r in sub)
+        return warning + f"<p>Nothing to recommend: {failed} failed, {skipped} skipped, {len(suspects)} suspect.</p>"
     shown = ("Quantization", "Quantize TE", "Fuse QKV", "PSNR to NONE (dB)", "SSIM to NONE", "Memory (GB)")
     columns = {name: _HTML_COLUMNS[name] for name in shown}
     base = next((r for r in sub if config_of(r) == Config("none", False, False, r.batch_size)), None)
@@ -375,7 +427,7 @@ def _summary(sub: list[Record], predicted: dict | None) -> str:
                f"{html.escape(base.error or '')}</p>"  # fmt: skip
     if predicted is not None:
         columns[PREDICTED] = lambda r: _predicted(r, predicted)
-    return note + _table(columns, best, "summary")
+    return warning + note + _table(columns, best, "summary")
 
 
 def _embedded_png(path: Path, alt: str) -> str:
@@ -434,15 +486,15 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
         if not rows:
             continue
         model, dtype, backend, section = rows[0].model, rows[0].dtype, rows[0].backend, section_of(rows[0])
-        for bs in batch_sizes(rows):
-            sub = [r for r in rows if r.batch_size == bs]
+        for bs, gpu, sub in tables_of(rows):
             labels = []
             for r in [r for r in sub if r.status == "ok"] or sub:
                 label, _ = environments.setdefault(_environment_key(r), (f"E{len(environments) + 1}", r))
                 if label not in labels:
                     labels.append(label)
-            name = heading(model, bs, dtype, backend)
-            blocks.append((f"{section}-bs{bs}", name, rows, sub, predicted, section, labels))
+            name = heading(model, bs, dtype, backend, gpu)
+            anchor = f"{section}-bs{bs}" + ("" if gpu is None else "-" + re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-"))
+            blocks.append((anchor, name, rows, sub, predicted, section, labels))
 
     contents = "".join(f'<li><a href="#{anchor}">{html.escape(name)}</a></li>' for anchor, name, *_ in blocks)
     parts = [
