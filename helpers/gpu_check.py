@@ -102,6 +102,11 @@ def report(records: list, predicted: dict) -> str:
             versus += f", measured / published {r.latency_s / published[1]:.2f}"
         spread = f" (min {_s(r.latency_min_s)}, max {_s(r.latency_max_s)}, {r.repeats} timed)" if r.latency_s else ""
         lines.append(f"  latency  {_s(r.latency_s)}{spread}  {versus}")
+        if r.latent_rel_error is not None:  # the first figures at full size for the suspect limit (README)
+            from .records import SUSPECT_LATENT_REL_ERROR, suspect
+
+            lines.append(f"  fidelity latent rel. error {r.latent_rel_error:.4f}, SSIM {r.ssim:.3f} to none"
+                         f"{'  SUSPECT' if suspect(r) else ''} (suspect above {SUSPECT_LATENT_REL_ERROR})")  # fmt: skip
         if r.wall_s is not None:
             lines.append(f"  time     {r.wall_s:.0f} s in its worker: build {r.init_s or 0:.0f} s, load + quantize "
                          f"{r.load_s or 0:.0f} s; worker start {r.worker_start_s or 0:.0f} s")  # fmt: skip

@@ -101,7 +101,8 @@ def call_settings(params: Params) -> dict:
 
 
 def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None, components: dict | None = None):
-    """Load through the same call a hub checkpoint uses; safetensors only, never remote code.
+    """Load through the same call a hub checkpoint uses, onto the device it runs on; safetensors only, never
+    remote code.
     ``components``: modules already loaded (a GGUF transformer), passed to ``from_pretrained`` as they are.
 
     Loading logs two warnings that do not apply here (transformers: image
@@ -121,15 +122,21 @@ def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=
         lib.logging.disable_progress_bar()
     try:
         # `dtype=` is what diffusers 0.42 calls `torch_dtype=` (deprecated, same meaning).
+        # On CUDA every component loads straight onto the GPU (diffusers' device_map "cuda"), so what
+        # quantizes at load (torchao, bitsandbytes) quantizes there: without it diffusers loads onto the CPU
+        # and quantizes there, for FLUX.1-dev 12 B parameters on a Ray task's one thread, for minutes, with
+        # the bf16 weights in host memory.
+        target = torch_device(device)
         pipe = DiffusionPipeline.from_pretrained(
             checkpoint,
             dtype=torch_dtype(dtype),
             use_safetensors=True,
             trust_remote_code=False,
+            **({"device_map": target} if target == "cuda" else {}),
             **({"quantization_config": quantization_config} if quantization_config is not None else {}),
             **(components or {}),
         )
-        pipe = pipe.to(torch_device(device))
+        pipe = pipe.to(target)  # components passed in as they were (a GGUF transformer), and the CPU
     finally:
         for lib, level, bar in zip((diffusers, transformers), levels, bars):
             lib.logging.set_verbosity(level)
