@@ -18,8 +18,9 @@ class Rejected(Exception):
 def unsupported(backend: str, config: Config, device: str) -> str | None:
     """Why this device or backend cannot run this configuration, or ``None`` (checked before anything loads)."""
     b = backend_module(backend)
-    for qtype in (config.qtype, config.encoder_qtype if config.quantize_te else "none"):
-        if qtype != "none" and (reason := b.unsupported(qtype, device)):
+    encoder_qtype = config.encoder_qtype if config.quantize_te else "none"
+    for qtype, fuse in ((config.qtype, config.fuse_qkv), (encoder_qtype, False)):  # encoders are never fused
+        if qtype != "none" and (reason := b.unsupported(qtype, device, fuse)):
             return reason
     if config.quantize_te and config.encoder_qtype != "none" and not b.TEXT_ENCODERS:
         return b.TE_REASON
@@ -49,10 +50,13 @@ def load_config(model: str, backend: str, config: Config, exclude: list[str], dt
     return PipelineQuantizationConfig(quant_mapping=mapping)
 
 
-def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: str = "quanto") -> None:
+def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: str = "quanto") -> list[str]:
     """Fuse the transformer's QKV projections if asked, then the backend's after-load step on the
     transformer (with ``exclude``) and on each text encoder ``config`` quantizes (quanto quantizes here;
-    torchao quantizes a fused transformer here; what loaded quantized is left as it is)."""
+    torchao quantizes a fused transformer and int4wo here; what loaded quantized is left as it is).
+
+    Returns the backend's ``notes`` for the qtypes it applied on the pipeline's device: what this
+    configuration did that its name does not say, for the record's ``notes``."""
     b = backend_module(backend, config.qtype)  # an unknown name is a ValueError of ours, not a library's rejection
     if config.fuse_qkv:
         try:
@@ -67,6 +71,10 @@ def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: 
                 b.after_load(encoder, config.encoder_qtype, [], False, False)
     except (ValueError, NotImplementedError, TypeError) as e:
         raise Rejected(f"{type(e).__name__}: {e}") from e
+    device = next(pipe.transformer.parameters()).device.type
+    qtypes = [config.qtype] + ([config.encoder_qtype] if config.encoders(model) else [])
+    notes = [n for q in qtypes if q != "none" for n in b.notes(q, device)]
+    return list(dict.fromkeys(notes))  # once each, in order
 
 
 def compile_transformer(pipe, mode: str | bool) -> None:

@@ -40,9 +40,10 @@ def test_every_backend_module_has_the_interface():
 
     for name, b in BACKENDS.items():
         assert b.NAME == name and b.QTYPES[0] == "none" and isinstance(b.PREDICTED, bool) and b.PACKAGE
-        for hook in ("unsupported", "excludes", "preloaded", "load_time", "after_load", "on_meta"):
+        for hook in ("unsupported", "notes", "excludes", "files", "preloaded", "load_time", "after_load", "on_meta"):
             assert callable(getattr(b, hook)), (name, hook)
-        assert b.unsupported("none", "cpu") is None and isinstance(b.TEXT_ENCODERS, bool)
+        assert b.unsupported("none", "cpu", True) is None and isinstance(b.TEXT_ENCODERS, bool)
+        assert b.notes("none", "cuda") == [] and b.files(None, "none", torch.bfloat16, []) is None
 
 
 def test_torchao_grid_records_every_configuration_ok_or_skipped(tmp_path, tiny_paths):
@@ -53,7 +54,7 @@ def test_torchao_grid_records_every_configuration_ok_or_skipped(tmp_path, tiny_p
     assert len(rows) == 24
     status = {(r.qtype, r.quantize_te, r.fuse_qkv): (r.status, r.error) for r in rows}
     for (qtype, _, _), (state, reason) in status.items():
-        if qtype in ("fp8dq", "int4wo"):
+        if qtype == "fp8dq":
             assert state == "skipped" and "CUDA" in reason
         else:
             assert state == "ok", reason
@@ -73,6 +74,76 @@ def test_bitsandbytes_on_cpu_is_skipped_with_a_reason(tmp_path, tiny_paths):
     assert rows["none"].status == "ok"
     for q in ("nf4", "int8"):
         assert rows[q].status == "skipped" and "bitsandbytes" in rows[q].error and "CUDA" in rows[q].error
+
+
+def test_fused_qkv_is_refused_before_loading_where_diffusers_cannot_fuse_the_layers():
+    """bitsandbytes' and GGUF's projections are integer data that fuse_qkv_projections cannot concatenate
+    into a Linear; ``unsupported`` says so from the configuration alone. The text encoders' qtype is asked
+    unfused: an unquantized fused transformer with quantized encoders runs."""
+    from helpers.backends import bnb, gguf
+    from helpers.quant import unsupported
+
+    for backend, qtype, reason in (("bnb", "nf4", bnb.FUSE_REASON), ("bnb", "int8", bnb.FUSE_REASON),
+                                   ("gguf", "q4_0", gguf.FUSE_REASON)):  # fmt: skip
+        assert unsupported(backend, Config(qtype, False, True, 1), "cuda") == reason
+        assert reason.startswith(f"the {backend} backend cannot fuse QKV: ")
+        assert unsupported(backend, Config(qtype, False, False, 1), "cuda") is None
+        assert unsupported(backend, Config("none", False, True, 1), "cuda") is None
+    assert unsupported("bnb", Config("none", True, True, 1, "int8"), "cuda") is None
+    assert "CUDA only" in unsupported("bnb", Config("nf4", False, True, 1), "cpu")  # the device first
+
+
+def test_torchao_int4wo_runs_on_the_cpu_after_loading_in_bf16(tiny_paths):
+    """int4wo quantizes after loading, on the device: here torchao's CPU format (Int4OpaqueTensor), every
+    Linear whose input width is a multiple of 128 (a group), half a byte a weight plus a bf16 scale and
+    zero per group and row. fp16 is refused before anything loads; the record's note says what ran."""
+    from torchao.prototype.quantization.int4 import Int4OpaqueTensor
+
+    from helpers.backends import torchao
+    from helpers.quant import apply_config
+
+    with pytest.raises(NotImplementedError, match="torchao int4wo quantizes bfloat16 weights only"):
+        load_config("pixart", "torchao", Config("int4wo", False, False, 1), exclude=[], dtype="fp16")
+    assert load_config("pixart", "torchao", Config("int4wo", True, True, 1), exclude=[], dtype="bf16") is None
+    assert torchao.unsupported("int4wo", "cpu", True) is None
+    pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
+    shapes = {n: (m.out_features, m.in_features, m.bias is not None)
+              for n, m in pipe.transformer.named_modules() if isinstance(m, torch.nn.Linear)}  # fmt: skip
+    notes = apply_config(pipe, "pixart", Config("int4wo", False, False, 1), ["proj_out"], "torchao")
+    assert notes == [torchao.INT4_NOTES["cpu"]]
+    modules = dict(pipe.transformer.named_modules())
+    quantized = 0
+    for name, (n, k, bias) in shapes.items():
+        weight = modules[name].weight
+        if k % 128 == 0 and name != "proj_out":
+            assert type(weight) is Int4OpaqueTensor, name
+            expected = n * k // 2 + (k // 128) * n * 2 * 2
+            quantized += 1
+        else:
+            assert type(weight) is torch.nn.Parameter and weight.dtype == torch.bfloat16, name
+            expected = n * k * 2
+        assert tensor_bytes([modules[name]]) == expected + (2 * n if bias else 0), name
+    assert quantized >= 10
+    with pytest.raises(NotImplementedError, match="CUDA or CPU kernel, not on 'meta'"):  # the estimate: not predicted
+        torchao.on_meta(torch.nn.Linear(128, 8, device="meta", dtype=torch.bfloat16), "int4wo", [], True, False)
+
+
+def test_torchao_int4_without_mslk_needs_cuda_to_pack(monkeypatch):
+    """Why int4wo is tile_packed_to_4d on CUDA and another format on the CPU: torchao's default int4 format
+    needs the mslk package, and torch has no CPU kernel for tile_packed_to_4d's packing (a CUDA device's
+    capability simulated, so that torchao gets as far as packing)."""
+    from torchao.quantization import Int4WeightOnlyConfig, quantize_
+
+    from helpers.backends import torchao
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    with pytest.raises(ImportError, match="mslk"):
+        quantize_(torch.nn.Sequential(torch.nn.Linear(256, 64, dtype=torch.bfloat16)), Int4WeightOnlyConfig())
+    with pytest.raises(NotImplementedError, match="_convert_weight_to_int4pack"):
+        quantize_(torch.nn.Sequential(torch.nn.Linear(256, 64, dtype=torch.bfloat16)), torchao.config("int4wo", "cuda"))
+    assert torchao.unsupported("int4wo", "cuda", False) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert "compute capability 8.0" in torchao.unsupported("int4wo", "cuda", False)
 
 
 def test_a_backend_refuses_names_it_does_not_have():
@@ -107,6 +178,24 @@ def test_cuda_backends_run(tmp_path, tiny_paths, backend, qtype):
     assert rows[0].status == "ok" and rows[1].status in ("ok", "skipped"), rows[1].error
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torchao_int4wo_on_cuda_packs_for_tinygemm_and_stays_close_to_bf16():
+    from torchao.quantization import Int4TilePackedTo4dTensor
+
+    from helpers.backends import torchao
+
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda")
+    module = torch.nn.Sequential(torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda"))
+    module[0].load_state_dict(reference.state_dict())
+    torchao.after_load(module, "int4wo", [], True, False)
+    assert type(module[0].weight) is Int4TilePackedTo4dTensor
+    x = torch.randn(64, 512, dtype=torch.bfloat16, device="cuda")
+    expected = reference(x)
+    assert ((module(x) - expected).float().norm() / expected.float().norm()).item() < 0.15
+
+
 def test_gguf_refusals_are_recorded_with_the_reason_and_the_file_is_written_once(tiny_paths, tmp_path):
     """No single-file loader (PixArt), fused QKV and text encoders are ``skipped`` with why; the .gguf file is
     cached by checkpoint, dtype and qtype, so a second load does not write it again."""
@@ -120,12 +209,60 @@ def test_gguf_refusals_are_recorded_with_the_reason_and_the_file_is_written_once
                         fuse_qkv=[False, True], warmup=0, repeats=1, out_dir=str(tmp_path / "flux"), device="cpu"))  # fmt: skip
     status = {(r.quantize_te, r.fuse_qkv): (r.status, r.error) for r in grid.run_grid(p, progress=False)}
     assert status[False, False] == ("ok", None)
-    assert status[False, True][0] == "skipped" and status[False, True][1].startswith("fuse_qkv_projections: ")
+    assert status[False, True] == ("skipped", gguf.FUSE_REASON)  # refused before loading
     assert status[True, False] == ("skipped", gguf.TE_REASON)
     path = gguf.gguf_file(str(tiny_paths["flux-dev"]), "q4_0", torch.bfloat16, [])
     before = path.stat().st_mtime_ns
     gguf.preloaded(str(tiny_paths["flux-dev"]), "q4_0", torch.bfloat16, [])
     assert path.stat().st_mtime_ns == before
+
+
+def _ask_for_a_gguf_file(checkpoint: str, writes: str, barrier) -> None:
+    """One process: ask for the q8_0 file when the other process does; each write of a .gguf file adds a
+    line to ``writes`` and takes a second more, so the other process asks while it is being written."""
+    import os
+    import time
+
+    from helpers.backends import gguf
+
+    real = gguf.write
+
+    def write(*args):
+        with open(writes, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        real(*args)
+        time.sleep(1)
+
+    gguf.write = write
+    try:
+        barrier.wait(timeout=120)
+        gguf.gguf_file(checkpoint, "q8_0", torch.bfloat16, [])
+    finally:
+        gguf.write = real
+
+
+def test_two_processes_asking_for_one_gguf_file_write_it_once(tiny_paths, tmp_path, monkeypatch):
+    """Ray runs each configuration in a fresh process: those asking for the same file at once wait for the
+    first writer's lock (``<file>.lock``), then read its file. This process and a spawned one ask at once
+    (without the lock both write). The driver's ``files`` hook writes the file before any configuration."""
+    import multiprocessing
+
+    from helpers.backends import gguf
+
+    monkeypatch.setenv("DQB_CACHE", str(tmp_path))  # no .gguf there yet; the spawned process inherits it
+    ctx = multiprocessing.get_context("spawn")
+    barrier, writes = ctx.Barrier(2), tmp_path / "writes.txt"
+    other = ctx.Process(target=_ask_for_a_gguf_file, args=(tiny_paths["flux-dev"], str(writes), barrier))
+    other.start()
+    _ask_for_a_gguf_file(tiny_paths["flux-dev"], str(writes), barrier)
+    other.join(timeout=120)
+    assert other.exitcode == 0
+    assert len(writes.read_text().splitlines()) == 1, "both processes wrote the file"
+    (path,) = (tmp_path / "gguf").glob("*.gguf")
+    before = path.stat().st_mtime_ns
+    gguf.files(tiny_paths["flux-dev"], "q8_0", torch.bfloat16, [])  # cached: not written again
+    gguf.files(tiny_paths["pixart"], "q8_0", torch.bfloat16, [])  # no single-file loader: nothing to write
+    assert path.stat().st_mtime_ns == before and list((tmp_path / "gguf").glob("*.gguf")) == [path]
 
 
 def test_layerwise_casting_stores_weights_in_float8_and_computes_in_the_pipeline_dtype(tiny_paths):

@@ -151,3 +151,71 @@ def test_exclude_keeps_named_modules_unquantized(tiny_paths):
     apply_config(pipe, "pixart", Config("int8", False, False, 1), exclude=["proj_out"])
     assert not isinstance(pipe.transformer.proj_out.weight, QTensor)
     assert isinstance(pipe.transformer.transformer_blocks[0].attn1.to_q.weight, QTensor)
+
+
+def test_quanto_fp8_keeps_its_plain_weight_class_where_quanto_would_pick_marlin(monkeypatch):
+    """quanto 0.2.7 makes fp8 weights MarlinF8QBytesTensor on a CUDA GPU of capability >= 8 with its
+    quanto_cuda extension registered (WeightQBytesTensor.create). Simulated here on fake CUDA tensors:
+    quanto's own dispatch picks Marlin outside the project's routing and WeightQBytesTensor inside it,
+    and after_load quantizes fp8, and only fp8, inside it."""
+    import optimum.quanto
+    import optimum.quanto.tensor.weights.marlin as marlin
+    from optimum.quanto import qfloat8
+    from optimum.quanto.library.extensions import extension
+    from optimum.quanto.tensor.weights import WeightQBytesTensor, qbytes, quantize_weight
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from helpers.backends import quanto
+
+    class Marlin(Exception):
+        pass
+
+    def marlin_chosen(*args, **kwargs):
+        raise Marlin  # the real class packs with the nvcc-built kernel
+
+    monkeypatch.setattr(marlin, "MarlinF8QBytesTensor", marlin_chosen)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setitem(extension._extensions, "quanto_cuda", object())  # quanto registers it on a CUDA machine
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        weight = torch.empty(256, 256, dtype=torch.bfloat16, device="cuda")
+        scale = torch.empty(256, 1, dtype=torch.bfloat16, device="cuda")
+        with pytest.raises(Marlin):
+            quantize_weight(weight, qfloat8, axis=0, scale=scale)
+        with quanto.plain_fp8("fp8"):
+            plain = quantize_weight(weight, qfloat8, axis=0, scale=scale)
+        with quanto.plain_fp8("int8"), pytest.raises(Marlin):
+            quantize_weight(weight, qfloat8, axis=0, scale=scale)
+    assert type(plain) is WeightQBytesTensor and plain.device.type == "cuda"
+
+    seen = {}  # whether quanto sees its extension while after_load freezes (builds the weights)
+    real_freeze = optimum.quanto.freeze
+
+    def freeze(module):
+        seen[qtype] = qbytes.is_extension_available("quanto_cuda")
+        real_freeze(module)
+
+    monkeypatch.setattr(optimum.quanto, "freeze", freeze)
+    for qtype in ("int8", "fp8", "int4"):
+        quanto.after_load(torch.nn.Sequential(torch.nn.Linear(128, 128)), qtype, [], True, False)
+    assert seen == {"int8": True, "fp8": False, "int4": True} and qbytes.is_extension_available("quanto_cuda")
+    assert quanto.notes("fp8", "cuda") == [quanto.FP8_NOTE]
+    assert quanto.notes("fp8", "cpu") == quanto.notes("int8", "cuda") == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quanto_fp8_on_cuda_is_the_plain_weight_class_and_close_to_bf16():
+    from optimum.quanto.tensor.weights import WeightQBytesTensor
+
+    from helpers.backends import quanto
+
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda")
+    module = torch.nn.Sequential(torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda"))
+    module[0].load_state_dict(reference.state_dict())
+    quanto.after_load(module, "fp8", [], True, False)
+    assert type(module[0].weight) is WeightQBytesTensor
+    x = torch.randn(64, 512, dtype=torch.bfloat16, device="cuda")
+    expected = reference(x)
+    assert ((module(x) - expected).float().norm() / expected.float().norm()).item() < 0.05

@@ -6,13 +6,25 @@ Every backend module has the same small interface:
   (its own names, ``none`` first: the unquantized reference), ``PREDICTED``
   (whether the memory estimate reproduces it), ``TEXT_ENCODERS`` (whether it can
   quantize text encoders; if not, ``TE_REASON`` says why);
-- ``unsupported(qtype, device)``: why this device cannot run it, or ``None``;
+- ``unsupported(qtype, device, fuse_qkv)``: why this device (or, for the
+  transformer's qtype, fusing its QKV) cannot run ``qtype``, or ``None``; one line
+  naming the backend, asked before anything loads (``fuse_qkv`` is ``False`` for
+  the text encoders' qtype);
+- ``notes(qtype, device)``: the sentences a record at ``qtype`` on ``device`` puts
+  in its ``notes``, what the backend does there that the qtype's name does not say
+  (quanto fp8 on CUDA without quanto's Marlin kernel, torchao int4wo's packing);
+  ``[]`` for most; ``quant.apply_config`` returns them for the qtypes it applied;
 - ``excludes(pattern, name)``: whether an ``exclude`` pattern leaves that module alone;
+- ``files(checkpoint, qtype, dtype, exclude)``: write the files configurations at
+  ``qtype`` will read, once, before a driver submits them (GGUF: the ``.gguf``
+  file; a no-op elsewhere); ``dtype`` is the torch dtype;
 - ``preloaded(checkpoint, qtype, dtype, exclude)``: components the backend loads
   itself (GGUF: the transformer from its file), passed to ``from_pretrained``;
 - ``load_time(qtype, library, dtype, exclude, transformer, fuse_qkv)``: the
   diffusers / transformers quantization config one component loads with, or
-  ``None`` (``dtype`` is the torch dtype; ``library`` the component's);
+  ``None`` (``dtype`` is the torch dtype; ``library`` the component's); a
+  ``NotImplementedError`` says why this dtype cannot run it (torchao int4wo in
+  fp16), before anything loads;
 - ``after_load(module, qtype, exclude, transformer, fuse_qkv)``: what is done to
   one loaded (and, for the transformer, fused) component;
 - ``on_meta(...)`` with the same arguments: the estimate's hook, what loading

@@ -5,6 +5,8 @@ PACKAGE = "bitsandbytes"
 QTYPES = ("none", "nf4", "int8")
 PREDICTED = False  # the estimate says so rather than guess
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
+FUSE_REASON = ("the bnb backend cannot fuse QKV: diffusers' fuse_qkv_projections makes a plain Linear in its "
+               "weights' dtype, and bitsandbytes' are packed uint8 / int8")  # fmt: skip
 
 
 def excludes(pattern: str, name: str) -> bool:
@@ -12,9 +14,19 @@ def excludes(pattern: str, name: str) -> bool:
     return pattern in name
 
 
-def unsupported(qtype: str, device: str) -> str | None:
+def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
     if qtype != "none" and device != "cuda":
-        return "bitsandbytes nf4/int8 layers run on CUDA only in this project (device: cpu)"
+        return f"bitsandbytes nf4/int8 layers run on CUDA only in this project (device: {device})"
+    if qtype != "none" and fuse_qkv:
+        return FUSE_REASON
+    return None
+
+
+def notes(qtype: str, device: str) -> list[str]:
+    return []
+
+
+def files(checkpoint, qtype, dtype, exclude) -> None:
     return None
 
 

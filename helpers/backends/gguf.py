@@ -2,7 +2,8 @@
 
 The project writes the checkpoint's transformer to a ``.gguf`` file with the
 ``gguf`` package (cached, keyed by architecture, checkpoint, dtype, qtype and
-``exclude``), then loads it as users do: diffusers' single-file loading,
+``exclude``; written once per machine, under a file lock), then loads it as
+users do: diffusers' single-file loading,
 ``from_single_file(path, quantization_config=GGUFQuantizationConfig(...))``.
 The quantized weights stay in GGUF's blocks (uint8) and are dequantized to the
 compute dtype at each forward.
@@ -19,6 +20,8 @@ QTYPES = ("none", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 PREDICTED = True
 TEXT_ENCODERS = False
 TE_REASON = "the gguf backend quantizes the transformer only: diffusers loads GGUF for diffusers models"
+FUSE_REASON = ("the gguf backend cannot fuse QKV: diffusers' fuse_qkv_projections makes a plain Linear in its "
+               "weights' dtype, and GGUF's are uint8 blocks")  # fmt: skip
 
 
 def _ggml_type(qtype: str):
@@ -32,8 +35,12 @@ def excludes(pattern: str, name: str) -> bool:
     return pattern in name
 
 
-def unsupported(qtype: str, device: str) -> str | None:
-    return None
+def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
+    return FUSE_REASON if qtype != "none" and fuse_qkv else None
+
+
+def notes(qtype: str, device: str) -> list[str]:
+    return []
 
 
 def quantized_linears(module, qtype: str, exclude: list[str]) -> dict[str, tuple[int, int]]:
@@ -69,7 +76,13 @@ def write(transformer, qtype: str, exclude: list[str], path) -> None:
 
 
 def gguf_file(checkpoint: str, qtype: str, dtype, exclude: list[str]):
-    """The cached ``.gguf`` of this checkpoint's transformer at ``qtype`` (written once, atomically)."""
+    """The cached ``.gguf`` of this checkpoint's transformer at ``qtype``: written once, atomically.
+
+    Check and write happen under an exclusive ``fcntl`` lock on ``<file>.lock``, so
+    processes of one machine that ask for the same file at once wait for the first
+    writer and then read its file (under Ray, one fresh process per configuration).
+    """
+    import fcntl
     import hashlib
     import json
     import os
@@ -84,12 +97,27 @@ def gguf_file(checkpoint: str, qtype: str, dtype, exclude: list[str]):
     path = cache_dir() / "gguf" / f"{cls_name}-{qtype}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.gguf"
     if path.is_file():
         return path
-    transformer = getattr(diffusers, cls_name).from_pretrained(checkpoint, subfolder="transformer", dtype=dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    write(transformer, qtype, exclude, tmp)
-    tmp.replace(path)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        if not path.is_file():  # another process wrote it while this one waited
+            transformer = getattr(diffusers, cls_name).from_pretrained(checkpoint, subfolder="transformer", dtype=dtype)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+            write(transformer, qtype, exclude, tmp)
+            tmp.replace(path)
     return path
+
+
+def files(checkpoint, qtype: str, dtype, exclude: list[str]) -> None:
+    """Write the ``.gguf`` file a configuration at ``qtype`` will load, if it is not cached yet: a driver
+    calls this once per qtype before it submits configurations. Nothing for ``none``, random-full (no
+    checkpoint) or a transformer without a single-file loader (``preloaded`` refuses those)."""
+    if qtype == "none" or checkpoint is None:
+        return
+    import diffusers
+
+    if hasattr(getattr(diffusers, _transformer_config(checkpoint)[0]), "from_single_file"):
+        gguf_file(checkpoint, qtype, dtype, exclude)
 
 
 def _transformer_config(checkpoint: str) -> tuple[str, dict]:
@@ -137,7 +165,7 @@ def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv:
     if qtype == "none":
         return
     if fuse_qkv:
-        raise NotImplementedError("diffusers cannot fuse GGUF-quantized projections")
+        raise NotImplementedError(FUSE_REASON)
     import torch
 
     for name, shape in quantized_linears(module, qtype, exclude).items():

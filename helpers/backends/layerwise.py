@@ -35,7 +35,15 @@ def excludes(pattern: str, name: str) -> bool:
     return re.search(pattern, name) is not None
 
 
-def unsupported(qtype: str, device: str) -> str | None:
+def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
+    return None
+
+
+def notes(qtype: str, device: str) -> list[str]:
+    return []
+
+
+def files(checkpoint, qtype, dtype, exclude) -> None:
     return None
 
 

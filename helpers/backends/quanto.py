@@ -1,10 +1,24 @@
-"""optimum-quanto, the published grid: ``quantize`` + ``freeze`` after loading."""
+"""optimum-quanto, the published grid: ``quantize`` + ``freeze`` after loading.
+
+fp8 keeps quanto's plain ``WeightQBytesTensor`` (the weight dequantized to the
+dtype, then a matmul) on every device. On a CUDA GPU of compute capability 8 or
+newer quanto 0.2.7 would pick ``MarlinF8QBytesTensor`` instead
+(``WeightQBytesTensor.create`` in optimum/quanto/tensor/weights/qbytes.py): its
+kernel is compiled with nvcc on first use, which torch's wheels do not ship,
+and it is reported to give noise images (quanto PR #409, diffusers issue
+#11540). ``plain_fp8`` makes the one term of that condition that names the
+extension false while fp8 quantizes; records say so in ``notes``.
+"""
+
+from contextlib import contextmanager
 
 NAME = "quanto"
 PACKAGE = "optimum-quanto"
 QTYPES = ("none", "int8", "fp8", "int4")
 PREDICTED = True
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
+FP8_NOTE = ("quanto fp8 on CUDA: weights kept as WeightQBytesTensor (dequantized, then matmul), not quanto's "
+            "MarlinF8QBytesTensor (an nvcc-compiled kernel, reported to give noise images)")  # fmt: skip
 
 
 def qtype_object(qtype: str):
@@ -25,7 +39,15 @@ def excludes(pattern: str, name: str) -> bool:
     return fnmatch(name, pattern)
 
 
-def unsupported(qtype: str, device: str) -> str | None:
+def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
+    return None
+
+
+def notes(qtype: str, device: str) -> list[str]:
+    return [FP8_NOTE] if qtype == "fp8" and device == "cuda" else []
+
+
+def files(checkpoint, qtype, dtype, exclude) -> None:
     return None
 
 
@@ -37,6 +59,23 @@ def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):
     return None
 
 
+@contextmanager
+def plain_fp8(qtype: str):
+    """For ``fp8``: quanto's weight-class choice sees its ``quanto_cuda`` extension as absent, so its
+    Marlin condition is false and it keeps ``WeightQBytesTensor``. Other qtypes: nothing changes."""
+    if qtype != "fp8":
+        yield
+        return
+    from optimum.quanto.tensor.weights import qbytes
+
+    available = qbytes.is_extension_available
+    qbytes.is_extension_available = lambda name: name != "quanto_cuda" and available(name)
+    try:
+        yield
+    finally:
+        qbytes.is_extension_available = available
+
+
 def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
     """``quantize`` + ``freeze`` of the module's weights (``exclude``: module-name patterns left alone)."""
     from optimum.quanto import freeze, quantize
@@ -44,8 +83,9 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
     weights = qtype_object(qtype)
     if weights is None:
         return
-    quantize(module, weights=weights, exclude=exclude or None)
-    freeze(module)
+    with plain_fp8(qtype):  # freeze builds the weight tensors: quanto picks their class there
+        quantize(module, weights=weights, exclude=exclude or None)
+        freeze(module)
 
 
 on_meta = after_load  # quanto quantizes meta tensors the same way

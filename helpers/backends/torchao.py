@@ -3,6 +3,19 @@
 To fuse QKV, the transformer loads unquantized, is fused, then quantized by
 torchao's ``quantize_`` with the same config: diffusers cannot concatenate
 torchao's quantized projections (it raises for int8 and fails for fp8).
+
+``int4wo`` is quantized after loading by ``quantize_`` (every component it
+quantizes, fused or not), in bfloat16 only, with the packing of the device the
+module is on (``load_time`` is not told the device). torchao 0.18's default int4
+format (``plain``, ``Int4Tensor``) needs the mslk package (PyPI's ``mslk`` is an
+empty 0.0.0 placeholder). On CUDA it is therefore
+``int4_packing_format="tile_packed_to_4d"`` (torch's own tinygemm
+``_weight_int4pack_mm``, compute capability 8.0 or newer, bfloat16 weights),
+whose packing torch has no CPU kernel for; on the CPU, torchao's
+``PrototypeInt4WeightOnlyConfig`` (``Int4OpaqueTensor``,
+``_weight_int4pack_mm_for_cpu``). Both use groups of 128 inputs (a Linear whose
+input width is not a multiple is left alone, torchao's rule); records say which
+in ``notes``.
 """
 
 NAME = "torchao"
@@ -10,22 +23,36 @@ PACKAGE = "torchao"
 QTYPES = ("none", "int8wo", "int8dq", "fp8wo", "fp8dq", "int4wo")
 PREDICTED = True
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
+INT4_NOTES = {
+    "cuda": "torchao int4wo on CUDA: Int4WeightOnlyConfig(int4_packing_format='tile_packed_to_4d') (torch's "
+            "_weight_int4pack_mm; the default format needs mslk), quantized after loading, on the GPU",
+    "cpu": "torchao int4wo on the CPU: torchao's prototype PrototypeInt4WeightOnlyConfig (Int4OpaqueTensor, "
+           "torch's _weight_int4pack_mm_for_cpu), quantized after loading",
+}  # fmt: skip
 
 
-def config(qtype: str):
-    """torchao's config object for one of its names (``none``: ``None``)."""
+def config(qtype: str, device: str | None = None):
+    """torchao's config object for one of its names (``none``: ``None``); ``int4wo`` needs the
+    ``device`` it quantizes on (``cuda`` or ``cpu``: each has its own packing)."""
     if qtype not in QTYPES:
         raise ValueError(f"unknown qtype {qtype!r} for backend 'torchao'; valid choices: {', '.join(QTYPES)}")
     if qtype == "none":
         return None
     from torchao import quantization as q
 
+    if qtype == "int4wo":
+        if device == "cuda":
+            return q.Int4WeightOnlyConfig(int4_packing_format="tile_packed_to_4d")
+        if device == "cpu":
+            from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+
+            return PrototypeInt4WeightOnlyConfig()
+        raise NotImplementedError(f"torchao int4wo packs weights for a CUDA or CPU kernel, not on {device!r}")
     return {
         "int8wo": q.Int8WeightOnlyConfig,
         "int8dq": q.Int8DynamicActivationInt8WeightConfig,
         "fp8wo": q.Float8WeightOnlyConfig,
         "fp8dq": q.Float8DynamicActivationFloat8WeightConfig,
-        "int4wo": q.Int4WeightOnlyConfig,
     }[qtype]()
 
 
@@ -34,14 +61,25 @@ def excludes(pattern: str, name: str) -> bool:
     return pattern in name
 
 
-def unsupported(qtype: str, device: str) -> str | None:
+def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
     if qtype == "fp8dq":
         import torch
 
         if device != "cuda" or torch.cuda.get_device_capability() < (8, 9):
             return "torchao fp8dq (float8 activations) needs a CUDA device of compute capability 8.9 or newer"
-    if qtype == "int4wo" and device != "cuda":
-        return "torchao int4wo needs its CUDA int4 kernels (the mslk package), not available on the CPU"
+    if qtype == "int4wo" and device == "cuda":
+        import torch
+
+        if torch.cuda.get_device_capability() < (8, 0):
+            return "torchao int4wo (tile_packed_to_4d, torch's tinygemm) needs CUDA compute capability 8.0 or newer"
+    return None
+
+
+def notes(qtype: str, device: str) -> list[str]:
+    return [INT4_NOTES[device]] if qtype == "int4wo" and device in INT4_NOTES else []
+
+
+def files(checkpoint, qtype, dtype, exclude) -> None:
     return None
 
 
@@ -49,7 +87,21 @@ def preloaded(checkpoint, qtype, dtype, exclude) -> dict:
     return {}
 
 
+def _device(module) -> str:
+    return next(module.parameters()).device.type  # the module's, where quantize_ runs
+
+
+def _int4_dtype(dtype) -> None:
+    import torch
+
+    if dtype != torch.bfloat16:
+        raise NotImplementedError(f"torchao int4wo quantizes bfloat16 weights only (tile_packed_to_4d), not {dtype}")
+
+
 def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):
+    if qtype == "int4wo":
+        _int4_dtype(dtype)  # refused here, before anything loads; it quantizes after loading
+        return None
     if qtype == "none" or (transformer and fuse_qkv):
         return None
     import diffusers
@@ -61,37 +113,42 @@ def load_time(qtype, library, dtype, exclude, transformer, fuse_qkv):
     return out
 
 
-def linears(module, qtype: str, exclude: list[str]) -> None:
-    """torchao's ``quantize_`` on every Linear not named in ``exclude`` (diffusers' rule: a substring match)."""
+def _quantize(module, cfg, exclude: list[str], transformer: bool) -> None:
+    """``quantize_`` with the rule of the config that would load it: a transformer's Linears not named
+    in ``exclude`` (diffusers: a substring), a text encoder's as transformers' own torchao quantizer
+    decides (it leaves the last module such as CLIP's ``text_projection``, tied embeddings and
+    ``_keep_in_fp32_modules`` such as T5's ``wo`` in fp16)."""
     import torch
     from torchao.quantization import quantize_
 
-    cfg = config(qtype)
-    if cfg is None:
-        return
-    quantize_(module, cfg, filter_fn=lambda m, name: isinstance(m, torch.nn.Linear) and not any(e in name for e in exclude))
-
-
-def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
-    if transformer and fuse_qkv:
-        linears(module, qtype, exclude)
-
-
-def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
-    """diffusers' TorchAoConfig quantizes a transformer's Linears (fused or not, the same rule); for a
-    text encoder, transformers' own torchao quantizer decides which modules it leaves out (the last
-    module such as CLIP's ``text_projection``, tied embeddings, ``_keep_in_fp32_modules`` such as T5's
-    ``wo`` in fp16)."""
     if transformer:
-        linears(module, qtype, exclude)
-        return
-    cfg = config(qtype)
-    if cfg is None:
+        keep = lambda m, name: isinstance(m, torch.nn.Linear) and not any(e in name for e in exclude)  # noqa: E731
+        quantize_(module, cfg, filter_fn=keep)
         return
     import transformers
-    from torchao.quantization import quantize_
     from transformers.quantizers.auto import AutoHfQuantizer
 
     quantizer = AutoHfQuantizer.from_config(transformers.TorchAoConfig(cfg))
     quantizer._process_model_before_weight_loading(module)
     quantize_(module, cfg, filter_fn=lambda m, name: quantizer.param_needs_quantization(module, f"{name}.weight"))
+
+
+def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
+    """``quantize_`` on the module's device: ``int4wo`` on every component it quantizes, other qtypes
+    on a fused transformer (the rest loaded quantized)."""
+    if qtype == "int4wo":
+        _int4_dtype(next(module.parameters()).dtype)
+    elif not (transformer and fuse_qkv):
+        return
+    cfg = config(qtype, _device(module))
+    if cfg is not None:
+        _quantize(module, cfg, exclude, transformer)
+
+
+def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
+    """What loading (diffusers' TorchAoConfig quantizes a transformer's Linears, fused or not, the same
+    rule; transformers' its own way) plus ``after_load`` do, on the meta device. ``int4wo`` packs its
+    weights with a device's kernel, so it raises here: the estimate says it does not predict it."""
+    cfg = config(qtype, _device(module))
+    if cfg is not None:
+        _quantize(module, cfg, exclude, transformer)
