@@ -134,7 +134,7 @@ def _prepare(params: Params, config: Config, device: str, record: records.Record
             pipe = load_pipeline(checkpoint, params["dtype"], device, quantization_config=qconfig, components=preloaded)
     except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
         raise Rejected(f"{type(e).__name__}: {e}") from e
-    apply_config(pipe, params["model"], config, params["exclude"], backend)
+    record.notes += apply_config(pipe, params["model"], config, params["exclude"], backend)
     compile_transformer(pipe, params["compile"])
     return pipe
 
@@ -285,8 +285,6 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
         device = executor.device(params["device"])
         hardware = executor.hardware(device)  # on CUDA the GPU model: part of every figure's identity
         checkpoint = checkpoint_name(params)
-        if executor.local:
-            resolve_checkpoint(params)  # build the tiny pipeline before the first configuration, not during it
         records.repair(path)
         finished = {r.config_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
 
@@ -295,6 +293,8 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
 
         todo = [c for c in grid if key(c) not in finished]
         todo.sort(key=lambda c: c != reference_of(c))  # references first: the others compare with them
+        if executor.local or params["ray_address"] is None:  # this machine runs them: its caches, once each
+            _files(params, todo)
         running = {key(c) for c in todo}
         waiting: dict[str, list] = {}  # reference key -> (config, record) that wait for it
 
@@ -326,6 +326,16 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
                 complete(config, record)
         bar.close()
     return grid_records(params, checkpoint=checkpoint, device=device, call=call, hardware=hardware)
+
+
+def _files(params: Params, todo: list[Config]) -> None:
+    """Build what the configurations to run read from disk, once, before any of them starts: the tiny
+    pipeline, and each backend's files (a GGUF transformer per qtype: a fresh worker per configuration would
+    otherwise each load the checkpoint and write its own)."""
+    checkpoint = None if params["preset"] == "random-full" else resolve_checkpoint(params)
+    b = backend_module(params["backend"])
+    for qtype in dict.fromkeys(c.qtype for c in todo):
+        b.files(checkpoint, qtype, torch_dtype(params["dtype"]), params["exclude"])
 
 
 class _Inline:

@@ -278,3 +278,17 @@ def test_layerwise_casting_stores_weights_in_float8_and_computes_in_the_pipeline
     t5 = pipe.text_encoder_3
     assert t5.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
     assert t5.shared.weight.dtype == torch.float16  # embeddings stay: the pipeline reads the encoder's dtype there
+
+
+def test_layerwise_casting_of_a_bf16_t5_encoder_runs(tiny_paths):
+    """T5's feed-forward casts its input to ``wo``'s weight dtype before calling it: a float8 ``wo`` made the
+    input float8 against a bf16 weight, an error record for every model's bf16 text encoders. ``wo`` stays."""
+    from helpers.backends import layerwise
+
+    pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
+    layerwise.after_load(pipe.text_encoder, "fp8e4m3", [], False, False)
+    t5 = pipe.text_encoder
+    assert t5.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+    assert t5.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.bfloat16
+    out = t5(torch.tensor([[3, 5, 7, 1]])).last_hidden_state
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()

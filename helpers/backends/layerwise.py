@@ -11,7 +11,7 @@ The transformer uses diffusers' own method, which leaves the layers its class
 names (``_skip_layerwise_casting_patterns``: position embeddings, norms) and
 ``_keep_in_fp32_modules`` alone. A text encoder, a transformers model, gets the
 same hook through ``diffusers.hooks.apply_layerwise_casting`` with diffusers'
-default patterns plus its own ``_keep_in_fp32_modules`` (T5's ``wo`` in fp16), and leaves its
+default patterns plus its own ``_keep_in_fp32_modules`` (T5's ``wo``), and leaves its
 embeddings alone (see ``after_load``).
 ``exclude`` patterns are regular expressions, diffusers' rule (``re.search``).
 """
@@ -69,8 +69,11 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
     from diffusers.hooks import apply_layerwise_casting
     from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
-    # transformers keeps these in float32 under fp16 (T5's wo): they stay as they are
-    keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ()) if compute == torch.float16 else ()
+    # transformers keeps these in float32 under fp16 (T5's wo), and in every dtype T5's feed-forward casts its
+    # input to wo's weight dtype before calling it (T5DenseActDense.forward): a float8 wo would make the input
+    # float8 while the hook hands the matmul a bf16 weight ("expected m1 and m2 to have the same dtype", seen
+    # for every model's bf16 text encoders). They stay as they are, in every dtype.
+    keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
     # Embeddings stay in the compute dtype: pipelines take their dtype from an encoder's first parameter
     # (transformers' ``.dtype``), its token embedding, and would make fp8 latents of it.
     apply_layerwise_casting(module, storage_dtype(qtype), compute, DEFAULT_SKIP_MODULES_PATTERN + tuple(exclude) + keep,

@@ -40,6 +40,16 @@ def excludes(pattern: str, name: str) -> bool:
 
 
 def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
+    """int4 on CUDA needs quanto's CUDA extension, compiled with nvcc on first use: the AWQ kernels (fp16) and
+    its unpacking of every int4 weight that torch's TinyGemm cannot take (groups other than 128, e.g.
+    FLUX.1-dev's 64-wide ``x_embedder``; optimum/quanto/library/extensions/cuda/__init__.py). Without a CUDA
+    toolkit it would fail mid-grid, so it is refused before loading."""
+    if qtype == "int4" and device == "cuda":
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        if CUDA_HOME is None:
+            return ("quanto int4 on CUDA compiles quanto's CUDA extension with nvcc on first use, and no CUDA "
+                    "toolkit was found (CUDA_HOME, nvcc on PATH): install one or use torchao int4wo")  # fmt: skip
     return None
 
 
