@@ -34,6 +34,10 @@ def _batch(args) -> int:
     from .batch import run_batch
 
     P.ensure_out_dir(args.out_dir)
+    if args.ray_address is not None:  # before any notebook starts: each would wait for it in turn
+        from .cluster import check_address
+
+        check_address(args.ray_address)
     failed = run_batch(
         models=args.models, dtypes=args.dtypes, preset=args.preset, out_dir=args.out_dir, backend=args.backend,
         overrides={"device": args.device} if args.device else None, executor=args.executor, address=args.ray_address,
@@ -72,6 +76,17 @@ def _notebook(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse then exits 2 with the option's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; valid values: 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} notebooks side by side; valid values: 1 or more")
+    return value
+
+
 def _ray_arguments(parser) -> None:
     parser.add_argument("--executor", choices=EXECUTORS, help="inline (tiny default) or ray (full-size default)")
     parser.add_argument("--address", dest="ray_address",
@@ -83,6 +98,10 @@ def _bench_executor(args) -> int:
 
     overrides = P.load_params_file(args.params) if args.params else {}
     params = P.validate({**overrides, "model": args.model, "dtype": args.dtype, "executor": "inline"})
+    if args.ray_address is not None:
+        from .cluster import check_address
+
+        check_address(args.ray_address)
     print(compare_executors(params, args.ray_address))
     return 0
 
@@ -110,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--backend", nargs="+", default=["quanto"], metavar="BACKEND[:DTYPE,...]",
                    help=f"{', '.join(BACKENDS)} (default: quanto); params/<model>.<backend>.yaml; several in one "
                         "batch, each with its own dtypes after a colon: --backend quanto torchao:bf16")
-    b.add_argument("--jobs", type=int, help="notebooks side by side, each with cores/jobs threads "
+    b.add_argument("--jobs", type=_positive_int, help="notebooks side by side, each with cores/jobs threads "
                                              "(default: one per core on the CPU, else 1)")
     _ray_arguments(b)
     b.set_defaults(func=_batch)

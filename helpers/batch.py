@@ -173,12 +173,17 @@ def _predict(runs: list[Run]) -> None:
 
 def default_jobs(runs: list[Run]) -> int:
     """Notebooks side by side: one per CPU core when every run measures on the CPU inline, else one
-    (notebooks sharing a GPU would time each other; on Ray they all run at once anyway)."""
+    (notebooks sharing a GPU would time each other; on Ray they all run at once anyway).
+
+    Only an inline run's device is this machine's, so only those are asked of torch here (``cuda`` without
+    a local GPU is refused); a Ray run's device is its workers', checked on the cluster: a batch with
+    ``--device cuda`` can start from a head node that has no GPU."""
     import os
 
     from .registry import torch_device
 
-    on_cpu = all(torch_device(run.params["device"]) == "cpu" and run.params["executor"] == "inline" for run in runs)
+    local = [torch_device(run.params["device"]) for run in runs if run.params["executor"] == "inline"]
+    on_cpu = len(local) == len(runs) and all(device == "cpu" for device in local)
     return min(os.cpu_count() or 1, len(runs)) if on_cpu else 1
 
 
@@ -210,6 +215,8 @@ def run_batch(
 
     from .measure import timed
 
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs: {jobs!r} notebooks side by side; valid values: 1 or more, or None (by device)")
     start = time.perf_counter()
     started = records.now()
     # Absolute: the kernels start in the notebooks' folder.

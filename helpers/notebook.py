@@ -48,6 +48,7 @@ _HELP = {
     "executor": ("str", "inline: in this kernel | ray: each configuration in a fresh Ray worker; None: inline for tiny, else ray"),
     "ray_address": ("str", 'None: an embedded local cluster for this run | "auto" | "host:port" of a running cluster'),
     "ray_resources": ("dict", "what each configuration's Ray task asks for; None: 1 GPU on CUDA, all of a node's CPUs on the CPU"),
+    "timeout_s": ("int", "ray: seconds one configuration may take, then cancelled and recorded as an error; None: none for tiny, 3600 for full sizes"),
 }  # fmt: skip
 assert list(_HELP) == list(DEFAULTS), "every parameter has its line in the notebooks, in DEFAULTS' order"
 

@@ -38,19 +38,30 @@ DEFAULTS: dict = {
     "height": None,
     "width": None,
     "guidance_scale": None,
-    "max_sequence_length": None,  # text tokens the encoders see (T5); None: the preset's default
+    "max_sequence_length": None,  # text tokens the encoders see (T5); None: the preset's default (limit: the model's)
     "prompts": [DEFAULT_PROMPT],  # the first is timed; fidelity is averaged over all
     "quality_metrics": [],  # optional: clip_score (needs the hub)
     "seed": 0,
     "warmup": 1,
     "repeats": 3,
     "compile": False,  # false | default | max-autotune: torch.compile of the transformer
-    "threads": None,  # CPU threads torch may use while a configuration runs; None: torch's default (every core)
+    "threads": None,  # CPU threads torch may use while a configuration runs (1..cores); None: torch's default
     "out_dir": "outputs",
     "executor": None,  # inline (in this process) | ray (a fresh Ray worker per configuration); None: by preset
     "ray_address": None,  # None: an embedded local cluster for this run | "auto" | "host:port" of a running one
     "ray_resources": None,  # what each configuration's task asks Ray for; None: 1 GPU on CUDA, see cluster.py
+    # The most seconds one configuration may take under executor ray (then cancelled, recorded as an error);
+    # None: by preset, see TIMEOUT_S.
+    "timeout_s": None,
 }
+
+# timeout_s by preset under executor ray, counted from when a configuration's task starts in its worker.
+# tiny: none (a configuration takes seconds, most of them a fresh worker's imports). Full size: an hour,
+# several times what one configuration needs, so only a hung one is cut: a FLUX.1-dev configuration loads
+# 24-31 GB and makes about six calls of the 28-step pipeline (warm-up, three timed repeats, the other
+# prompts), about 60 s each for int4 on an H100 in the published table, some ten minutes in all with the
+# load; a first compiled call or a slower GPU can take several times that. random-full builds the same sizes.
+TIMEOUT_S = {"tiny": None, "full": 3600, "random-full": 3600}
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -116,6 +127,7 @@ _TYPES = {
         lambda v: v is None or (isinstance(v, dict) and all(isinstance(x, str) for x in v)
                                 and all(_is_number(x) for x in v.values())),
     ),
+    "timeout_s": _OPT_INT,
 }
 assert set(_TYPES) == set(DEFAULTS)
 
@@ -189,6 +201,7 @@ class Params(Mapping):
     executor: str
     ray_address: str | None
     ray_resources: dict | None
+    timeout_s: int | None
 
     def __getitem__(self, key: str):
         if key not in DEFAULTS:
@@ -255,9 +268,11 @@ def validate(params) -> Params:
         raise ValueError(f"parameter 'repeats' must be >= 1, got {merged['repeats']}")
     if any(b < 1 for b in merged["batch_sizes"]):
         raise ValueError(f"parameter 'batch_sizes' must hold ints >= 1, got {merged['batch_sizes']!r}")
-    for key in ("steps", "height", "width", "max_sequence_length", "threads"):
+    for key in ("steps", "height", "width", "max_sequence_length", "threads", "timeout_s"):
         if merged[key] is not None and merged[key] < 1:
             raise ValueError(f"parameter {key!r} must be >= 1 or null, got {merged[key]}")
+    _check_threads(merged)
+    _check_text_tokens(merged)
     _check_size(merged)
     _check_checkpoint(merged)
     _check_exclude(merged)
@@ -299,7 +314,7 @@ RAY_RESOURCES = ("num_cpus", "num_gpus")
 def _check_executor(p: dict) -> None:
     """``executor`` unset: ``ray`` for the full-size presets or when a Ray setting is given, else ``inline``."""
     if p["executor"] is None:
-        wants_ray = p["preset"] != "tiny" or p["ray_address"] is not None or p["ray_resources"] is not None
+        wants_ray = p["preset"] != "tiny" or any(p[k] is not None for k in ("ray_address", "ray_resources", "timeout_s"))
         p["executor"] = "ray" if wants_ray else "inline"
     if p["executor"] not in EXECUTORS:
         raise ValueError(f"parameter 'executor': unknown value {p['executor']!r}; valid choices: {', '.join(EXECUTORS)}")
@@ -307,6 +322,11 @@ def _check_executor(p: dict) -> None:
         for key in ("ray_address", "ray_resources"):
             if p[key] is not None:
                 raise ValueError(f"parameter {key!r} needs executor 'ray' (executor is 'inline')")
+        if p["timeout_s"] is not None:
+            raise ValueError("parameter 'timeout_s' needs executor 'ray': inline, a configuration runs in this "
+                             "process and cannot be cancelled; valid values here: null")  # fmt: skip
+    elif p["timeout_s"] is None:
+        p["timeout_s"] = TIMEOUT_S[p["preset"]]
     if p["ray_address"] is not None and not p["ray_address"].strip():
         raise ValueError("parameter 'ray_address' is empty; valid values: null, auto or host:port")
     for key, value in (p["ray_resources"] or {}).items():
@@ -314,6 +334,41 @@ def _check_executor(p: dict) -> None:
             raise ValueError(f"parameter 'ray_resources': unknown resource {key!r}; valid choices: {', '.join(RAY_RESOURCES)}")
         if value < 0:
             raise ValueError(f"parameter 'ray_resources': {key} must be >= 0, got {value}")
+    if p["executor"] == "ray" and p["device"] == "cuda":
+        check_gpu_resources(p["ray_resources"])
+
+
+def check_gpu_resources(resources: dict | None) -> None:
+    """On CUDA a configuration's Ray task must hold whole GPUs: Ray sets ``CUDA_VISIBLE_DEVICES`` only for the
+    GPUs it assigns, so a task without ``num_gpus`` would see every GPU and use GPU 0, and a fraction would
+    let two configurations share one GPU and time each other. ``None``: the default, one GPU."""
+    if resources is None:
+        return
+    gpus = resources.get("num_gpus")
+    if gpus is None or gpus < 1 or gpus != int(gpus):
+        got = "no num_gpus" if gpus is None else f"num_gpus {gpus}"
+        raise ValueError(f"parameter 'ray_resources': {got} on device cuda; valid values: num_gpus a whole number "
+                         ">= 1 (Ray gives a task its own GPUs only then), or ray_resources null (1 GPU)")  # fmt: skip
+
+
+def _check_threads(p: dict) -> None:
+    """More threads than cores crashes torch (a segfault, not an error). Checked where the configurations run
+    on this machine: inline, or on Ray's embedded local cluster; a cluster joined elsewhere has its own cores."""
+    cores = os.cpu_count() or 1
+    here = p["executor"] == "inline" or p["ray_address"] is None
+    if p["threads"] is not None and here and p["threads"] > cores:
+        raise ValueError(f"parameter 'threads': {p['threads']} is more than this machine's {cores} cores; "
+                         f"valid values: 1 to {cores} or null (every core)")  # fmt: skip
+
+
+def _check_text_tokens(p: dict) -> None:
+    """``max_sequence_length`` up to what the model's pipeline accepts (``ModelSpec.max_text_tokens``)."""
+    from .registry import model_spec
+
+    limit = model_spec(p["model"]).max_text_tokens
+    if p["max_sequence_length"] is not None and limit is not None and p["max_sequence_length"] > limit:
+        raise ValueError(f"parameter 'max_sequence_length': {p['max_sequence_length']} tokens is more than the "
+                         f"{p['model']} pipeline accepts; valid values: 1 to {limit} or null")  # fmt: skip
 
 
 # Every pipeline here decodes with a VAE of scale factor 8 and needs whole 2x2 patches (PixArt, SD3) or
@@ -356,8 +411,20 @@ def _check_size(p: dict) -> None:
 
 def transformer_module_names(p: dict) -> list[str]:
     """The transformer's module names, fused ones included: those of the preset's own
-    architecture or a local checkpoint's config. Built once on the meta device (nothing loads) and kept
-    under the cache folder by architecture and diffusers version, so the check costs no import of torch."""
+    architecture or a local checkpoint's config (see ``transformer_modules``)."""
+    return transformer_modules(p)["names"]
+
+
+# What the module-name cache holds; a new format gets new file names, so an older file is never read.
+_MODULES_FORMAT = "module-names/2: names, linear, fused_linear"
+
+
+def transformer_modules(p: dict) -> dict[str, list[str]]:
+    """``names``: every module name of the transformer, fused ones included; ``linear``: the names of its
+    ``nn.Linear`` modules, and ``fused_linear`` those after ``fuse_qkv_projections`` (what a configuration with
+    ``fuse_qkv`` quantizes; the same as ``linear`` where nothing fuses). Built once on the meta device (nothing
+    loads) and kept under the cache folder by architecture and diffusers version, so the check costs no
+    import of torch."""
     import hashlib
     import json
     from importlib.metadata import version
@@ -372,19 +439,21 @@ def transformer_module_names(p: dict) -> list[str]:
     else:
         spec = model_spec(p["model"])
         component = (spec.tiny if p["preset"] == "tiny" else spec.full)["transformer"]
-    key = json.dumps([component, version("diffusers")], sort_keys=True, default=str)
+    key = json.dumps([_MODULES_FORMAT, component, version("diffusers")], sort_keys=True, default=str)
     path = cache_dir() / "module-names" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
-    if path.is_file():
-        return json.loads(path.read_text())
-    names = _module_names_on_meta(component)
+    if path.is_file():  # a file of another format (a list of names, before) is built again
+        table = json.loads(path.read_text())
+        if isinstance(table, dict) and table.get("format") == _MODULES_FORMAT:
+            return table
+    table = {"format": _MODULES_FORMAT, **_modules_on_meta(component)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(names))
+    tmp.write_text(json.dumps(table))
     tmp.replace(path)
-    return names
+    return table
 
 
-def _module_names_on_meta(component: tuple) -> list[str]:
+def _modules_on_meta(component: tuple) -> dict[str, list[str]]:
     import torch
 
     from .components import Component, instantiate
@@ -392,21 +461,26 @@ def _module_names_on_meta(component: tuple) -> list[str]:
     with torch.device("meta"):
         module = instantiate(Component(*component))
     names = [name for name, _ in module.named_modules() if name]
+    linear = [name for name, m in module.named_modules() if name and isinstance(m, torch.nn.Linear)]
+    fused_linear = linear
     if hasattr(module, "fuse_qkv_projections"):
         module.fuse_qkv_projections()
         names += [name for name, _ in module.named_modules() if name and name not in set(names)]
-    return names
+        fused_linear = [name for name, m in module.named_modules() if name and isinstance(m, torch.nn.Linear)]
+    return {"names": names, "linear": linear, "fused_linear": fused_linear}
 
 
 def _check_exclude(p: dict) -> None:
-    """A pattern that leaves no module of the transformer alone is a typo: refused, with names it could mean."""
+    """A pattern that leaves no module of the transformer alone is a typo: refused, with names it could mean.
+    Patterns that together exclude every Linear leave nothing to quantize: refused too."""
     import difflib
 
     from .registry import backend
 
     if not p["exclude"]:
         return
-    names = transformer_module_names(p)
+    table = transformer_modules(p)
+    names = table["names"]
     rule = backend(p["backend"]).excludes
     for pattern in p["exclude"]:
         if not any(rule(pattern, name) for name in names):
@@ -415,6 +489,14 @@ def _check_exclude(p: dict) -> None:
             raise ValueError(
                 f"parameter 'exclude': {pattern!r} matches no module of the {p['model']} transformer "
                 f"({p['backend']} rule); module names such as: {', '.join(close)}"
+            )
+    for fused in dict.fromkeys(p["fuse_qkv"]):
+        linear = table["fused_linear" if fused else "linear"]
+        if linear and all(any(rule(pattern, name) for pattern in p["exclude"]) for name in linear):
+            raise ValueError(
+                f"parameter 'exclude': {p['exclude']!r} excludes every Linear of the {p['model']} transformer"
+                f"{' with fused QKV' if fused else ''} ({p['backend']} rule), so nothing would be quantized; valid "
+                f"values: patterns that leave at least one of its {len(linear)} Linear modules, e.g. {linear[-1]!r}"
             )
 
 

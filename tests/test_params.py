@@ -34,6 +34,11 @@ def test_defaults_give_the_published_grid():
         ({"repeats": 0}, ["'repeats'", ">= 1"]),
         ({"batch_sizes": [0]}, ["'batch_sizes'", ">= 1"]),
         ({"qtypes": []}, ["'qtypes'", "empty"]),
+        ({"threads": 10_000}, ["'threads'", "10000", "valid values: 1 to"]),
+        ({"model": "flux-dev", "max_sequence_length": 600}, ["'max_sequence_length'", "600", "1 to 512 or null"]),
+        ({"executor": "inline", "timeout_s": 60}, ["'timeout_s'", "executor 'ray'", "null"]),
+        ({"timeout_s": -5}, ["'timeout_s'", ">= 1 or null"]),
+        ({"device": "cuda", "ray_resources": {"num_gpus": 0.25}}, ["'ray_resources'", "num_gpus 0.25", "whole number"]),
     ],
 )
 def test_bad_parameters_name_the_key_and_the_choices(override, words):

@@ -112,3 +112,43 @@ def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp
     rows = records.read(results)
     assert sorted(r.qtype for r in rows) == sorted(SMALL["qtypes"]), "a configuration was doubled or lost"
     assert all(r.status == "ok" for r in rows)
+
+
+def test_a_configuration_past_timeout_s_is_cancelled_with_its_worker_and_recorded_as_an_error(tmp_path, cluster):
+    """timeout_s 1: a fresh worker takes seconds to import torch and diffusers, so the configuration is
+    still running when its time is up. The record says so, the grid goes on, and no worker is left. The time
+    a task waits in Ray's queue (here behind a task that holds the cluster's CPUs for 4 s) does not count."""
+    import ray
+
+    from helpers.cluster import check_address
+
+    start = time.perf_counter()
+    assert check_address(cluster) == cluster and time.perf_counter() - start < 5  # a live GCS answers at once
+    seen, stop = set(), threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.update(p.pid for p in _workers())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    blocker = ray.remote(num_cpus=2)(lambda s: time.sleep(s)).remote(4)
+    try:
+        rows = grid.run_grid(_params(tmp_path, executor="ray", timeout_s=1), progress=False)
+        took = time.perf_counter() - start
+    finally:
+        stop.set()
+        watcher.join()
+    ray.get(blocker)
+    assert [(r.qtype, r.status, r.error, r.attempts) for r in rows] == [
+        ("none", "error", "timed out after 1 s", 1), ("int8", "error", "timed out after 1 s", 1)]  # fmt: skip
+    assert all(r.executor == "ray" for r in rows) and len(records.read(grid.results_path(_params(tmp_path)))) == 2
+    assert took > 4 + 2 * 1, f"{took:.1f} s: a task timed out while it waited in the queue"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (_workers() or ray.available_resources().get("CPU") != 2):
+        time.sleep(0.2)
+    left = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not _workers() and not left, [(psutil.Process(p).name(), psutil.Process(p).status()) for p in left]
+    assert ray.available_resources().get("CPU") == 2, "a cancelled task still holds its CPUs"
+    print(f"grid {took:.1f} s; workers seen running a configuration: {len(seen)}")

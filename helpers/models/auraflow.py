@@ -56,4 +56,9 @@ SPEC = ModelSpec(
     tiny_call=tiny_call(3.5),
     scheduler=("FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=1.73)),
     pos_embed="total",
+    # No limit: diffusers 0.42.1 AuraFlowPipeline checks none (check_inputs, pipelines/aura_flow/
+    # pipeline_aura_flow.py:165), encode_prompt (:292-298) pads and truncates to exactly max_sequence_length
+    # tokens, UMT5's relative position buckets take any length and the transformer has no text position table
+    # (its text tokens only pass a Linear). The tiny pipeline ran 513, 600 and 2048 tokens; default 256.
+    max_text_tokens=None,
 )

@@ -45,4 +45,7 @@ SPEC = ModelSpec(
         num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
         base_image_seq_len=256, max_image_seq_len=4096,
     )),  # fmt: skip
+    # diffusers 0.42.1 pipelines/flux/pipeline_flux.py:504-505, FluxPipeline.check_inputs: "`max_sequence_length`
+    # cannot be greater than 512" (a ValueError at the first call).
+    max_text_tokens=512,
 )

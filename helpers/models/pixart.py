@@ -48,4 +48,10 @@ SPEC = ModelSpec(
     call_kwargs={"clean_caption": False},
     # Else PixArt-Sigma generates at the nearest 1024-px aspect bin and resizes: the size asked for is measured.
     sized_call_kwargs={"use_resolution_binning": False},
+    # No limit: diffusers 0.42.1 PixArtSigmaPipeline checks none (check_inputs, pipelines/pixart_alpha/
+    # pipeline_pixart_sigma.py:401), encode_prompt (:297-304) pads and truncates the prompt to exactly
+    # max_sequence_length tokens (the tokenizer's model_max_length only warns), T5's relative position buckets
+    # take any length and the transformer has no text position table. The tiny pipeline ran 513, 600 and 2048
+    # tokens; the model was trained at 300 (the pipeline's default), so more only costs memory and time.
+    max_text_tokens=None,
 )

@@ -53,4 +53,7 @@ SPEC = ModelSpec(
     tiny_call=tiny_call(7.0),
     scheduler=("FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=3.0)),
     pos_embed="per-side",
+    # diffusers 0.42.1 pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py:630-631,
+    # StableDiffusion3Pipeline.check_inputs: "`max_sequence_length` cannot be greater than 512".
+    max_text_tokens=512,
 )

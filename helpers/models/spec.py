@@ -37,6 +37,9 @@ class ModelSpec:
     # How the transformer's position table limits the image side: "per-side" (pos_embed_max_size patches
     # a side), "total" (pos_embed_max_size patches in all, a square), or None (no table, no limit).
     pos_embed: str | None = None
+    # The most text tokens (``max_sequence_length``) the pipeline accepts, the same for every preset (the
+    # pipeline class checks it, not the checkpoint); None: no limit (each module says why).
+    max_text_tokens: int | None = None
 
 
 # ---------------------------------------------------------------- full-size components several models share
