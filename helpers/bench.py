@@ -33,7 +33,7 @@ def compare_executors(params: Params, address: str | None = None) -> str:
     from .cluster import Session, start_local
 
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
-        inline = validate({**params, "executor": "inline", "ray_address": None, "ray_resources": None,
+        inline = validate({**params, "executor": "inline", "ray_address": None, "ray_resources": None, "timeout_s": None,
                            "out_dir": str(Path(tmp) / "inline")})
         inline_rows, inline_s = measure.timed(lambda: run_grid(inline, progress=False))
 
