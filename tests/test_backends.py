@@ -178,24 +178,6 @@ def test_cuda_backends_run(tmp_path, tiny_paths, backend, qtype):
     assert rows[0].status == "ok" and rows[1].status in ("ok", "skipped"), rows[1].error
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_torchao_int4wo_on_cuda_packs_for_tinygemm_and_stays_close_to_bf16():
-    from torchao.quantization import Int4TilePackedTo4dTensor
-
-    from helpers.backends import torchao
-
-    torch.manual_seed(0)
-    reference = torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda")
-    module = torch.nn.Sequential(torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda"))
-    module[0].load_state_dict(reference.state_dict())
-    torchao.after_load(module, "int4wo", [], True, False)
-    assert type(module[0].weight) is Int4TilePackedTo4dTensor
-    x = torch.randn(64, 512, dtype=torch.bfloat16, device="cuda")
-    expected = reference(x)
-    assert ((module(x) - expected).float().norm() / expected.float().norm()).item() < 0.15
-
-
 def test_gguf_refusals_are_recorded_with_the_reason_and_the_file_is_written_once(tiny_paths, tmp_path):
     """No single-file loader (PixArt), fused QKV and text encoders are ``skipped`` with why; the .gguf file is
     cached by checkpoint, dtype and qtype, so a second load does not write it again."""

@@ -47,3 +47,28 @@ def test_a_pipeline_loads_onto_the_device_it_runs_on(monkeypatch, device, device
     monkeypatch.setattr(pipelines, "torch_device", lambda name: name)
     pipe = pipelines.load_pipeline("some/checkpoint", "bf16", device)
     assert seen.get("device_map") == device_map and pipe.moved_to == device
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend, qtype, weight_class, limit", [
+    ("quanto", "fp8", "optimum.quanto.tensor.weights.WeightQBytesTensor", 0.05),  # not Marlin's
+    ("torchao", "int4wo", "torchao.quantization.Int4TilePackedTo4dTensor", 0.15),  # torch's tinygemm, no mslk
+])  # fmt: skip
+def test_the_chosen_cuda_weight_class_runs_and_stays_close_to_bf16(backend, qtype, weight_class, limit):
+    import importlib
+
+    import torch
+
+    from helpers.registry import backend as backend_module
+
+    module_name, _, class_name = weight_class.rpartition(".")
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda")
+    module = torch.nn.Sequential(torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda"))
+    module[0].load_state_dict(reference.state_dict())
+    backend_module(backend).after_load(module, qtype, [], True, False)
+    assert type(module[0].weight) is getattr(importlib.import_module(module_name), class_name)
+    x = torch.randn(64, 512, dtype=torch.bfloat16, device="cuda")
+    expected = reference(x)
+    assert ((module(x) - expected).float().norm() / expected.float().norm()).item() < limit

@@ -201,21 +201,3 @@ def test_quanto_fp8_keeps_its_plain_weight_class_where_quanto_would_pick_marlin(
     assert seen == {"int8": True, "fp8": False, "int4": True} and qbytes.is_extension_available("quanto_cuda")
     assert quanto.notes("fp8", "cuda") == [quanto.FP8_NOTE]
     assert quanto.notes("fp8", "cpu") == quanto.notes("int8", "cuda") == []
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_quanto_fp8_on_cuda_is_the_plain_weight_class_and_close_to_bf16():
-    from optimum.quanto.tensor.weights import WeightQBytesTensor
-
-    from helpers.backends import quanto
-
-    torch.manual_seed(0)
-    reference = torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda")
-    module = torch.nn.Sequential(torch.nn.Linear(512, 256, dtype=torch.bfloat16, device="cuda"))
-    module[0].load_state_dict(reference.state_dict())
-    quanto.after_load(module, "fp8", [], True, False)
-    assert type(module[0].weight) is WeightQBytesTensor
-    x = torch.randn(64, 512, dtype=torch.bfloat16, device="cuda")
-    expected = reference(x)
-    assert ((module(x) - expected).float().norm() / expected.float().norm()).item() < 0.05
