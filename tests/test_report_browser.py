@@ -137,7 +137,7 @@ def test_report_leads_with_a_summary_and_fits_the_page(open_report, built):
     assert set(environments) == {"#environment-E1"} and page.locator("#environment-E1").count() == 1
 
     # a CPU peak of a tiny pipeline says nothing: n/a, with why
-    assert ("n/a", report.NOT_APPLICABLE["Peak memory (GB)"]) in _column(page, "table.sortable", "Peak memory (GB)")
+    assert ("n/a", report.NOT_APPLICABLE[report.PEAK_CPU]) in _column(page, "table.sortable", report.PEAK_CPU)
     assert problems == {"console": [], "pageerror": [], "dialog": []}
 
 
