@@ -171,7 +171,8 @@ def _execute(params: Params, config: Config, checkpoint: str, device: str, call:
     pipe = None
     measure.host_peak_start()
     try:
-        found = {name: here.get(name) for name in records.HARDWARE_FIELDS for here in [measure.hardware(device)]}
+        here = measure.hardware(device)
+        found = {name: here[name] for name in records.HARDWARE_FIELDS}
         if found != {name: hardware.get(name) for name in records.HARDWARE_FIELDS}:
             raise RuntimeError(f"this process sees {found}, the grid was planned for {hardware}: a figure "
                                "measured here would be filed under another GPU")  # fmt: skip

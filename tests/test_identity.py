@@ -133,3 +133,14 @@ def test_output_names_follow_the_whole_identity():
     for other in (_record(steps=4), _record(height=512), _record(prompts=["q"]), _record(preset="random-full"),
                   _record(checkpoint="other"), _record(gpu="NVIDIA A100-SXM4-80GB"), _record(compute_capability="8.0")):
         assert outputs.names(a)[0][0] != outputs.names(other)[0][0]
+
+
+def test_a_process_that_finds_another_gpu_than_planned_records_an_error_not_a_figure(tmp_path):
+    from helpers.pipelines import call_settings, checkpoint_name
+
+    p = _params(tmp_path, qtypes=["none"])
+    planned = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}  # this CPU process sees none
+    outcome = grid.execute(p, checkpoint_name(p), "cpu", call_settings(p), planned, P.configs(p)[0])
+    r = outcome.record
+    assert r.status == "error" and "planned for" in r.error and r.memory_gb is None and not outcome.images
+    assert (r.gpu, r.compute_capability) == ("NVIDIA H100 80GB HBM3", "9.0"), "filed under the planned identity"
