@@ -21,8 +21,8 @@ places it and hands back what it returned:
   ``error`` record and is not retried (Ray's own retries are off). A worker
   that dies (segfault, SIGKILL, OOM kill) gives a ``Lost`` with Ray's reason;
   a configuration lost with its node runs once more, and its record says
-  ``attempts: 2``. A configuration still running ``timeout_s`` after it was
-  submitted is cancelled (its worker killed) and recorded as an ``error``,
+  ``attempts: 2``. A configuration still running ``timeout_s`` after it
+  started in its worker is cancelled (its worker killed) and recorded as an ``error``,
   ``timed out after N s``; the grid goes on.
 - **Interrupts.** Ctrl-C or SIGTERM cancels the outstanding tasks and shuts an
   embedded cluster down; finished records are on disk and a rerun resumes.
