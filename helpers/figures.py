@@ -1,14 +1,48 @@
 """Matplotlib figures: the image grid of a model and dtype.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so they
-work the same headless and in a notebook, where the returned figure displays.
+work the same headless and in a notebook. Without pyplot no backend displays a
+figure, so each function returns a ``ShownFigure``: a figure whose ``_repr_png_``
+is the PNG it saved, which JupyterLab, papermill and nbconvert show as an image.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from .records import Record, labels, section_name, suspect
+
+
+@functools.lru_cache(maxsize=None)
+def _shown_figure_class():
+    """``ShownFigure``, made on first use: matplotlib is imported only to draw."""
+    from matplotlib.figure import Figure
+
+    class ShownFigure(Figure):
+        """A figure that a notebook shows as its saved PNG (``image/png``), not as ``<Figure ...>``."""
+
+        png: bytes = b""
+
+        def _repr_png_(self) -> bytes:
+            return self.png
+
+    return ShownFigure
+
+
+def _shown_figure(**kwargs):
+    return _shown_figure_class()(**kwargs)
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """Render once: the PNG on disk is the one the notebook shows."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.png = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(fig.png)
 
 
 def section_of(r: Record) -> str:
@@ -34,7 +68,6 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
     import io
     import textwrap
 
-    from matplotlib.figure import Figure
     from PIL import Image
 
     from .outputs import image_bytes, image_problem
@@ -44,7 +77,7 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
     ordered = sorted(rows, key=lambda r: r.qtype != "none")  # stable: grid order otherwise
     with_batch = len({r.batch_size for r in rows}) > 1
     n_rows = -(-len(ordered) // columns)
-    fig = Figure(figsize=(3 * columns, 3.3 * n_rows))
+    fig = _shown_figure(figsize=(3 * columns, 3.3 * n_rows))
     axes = fig.subplots(n_rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -59,9 +92,7 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
     first = rows[0]
     fig.suptitle(f"{first.model} {first.dtype}, {first.backend} ({first.preset} preset)", fontsize=11)
     fig.tight_layout()
-    path = image_grid_path(out_dir, section_of(first))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    _save(fig, image_grid_path(out_dir, section_of(first)), dpi=80)
     return fig
 
 
@@ -123,13 +154,12 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
 
     ok = [r for r in rows if r.status == "ok"]
     if not ok:
         raise ValueError("no measured configuration to chart")
     best = recommended(ok)
-    fig = Figure(figsize=(7.5, 5.2), dpi=90)
+    fig = _shown_figure(figsize=(7.5, 5.2), dpi=90)
     FigureCanvasAgg(fig)  # a renderer, to measure where the point labels fall
     ax = fig.subplots()
     norm, cmap = Normalize(vmin=min(min(r.ssim for r in ok if r.ssim is not None), 0.9), vmax=1.0), colormaps["viridis"]
@@ -148,7 +178,5 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _place_labels(ax, [(r.memory_gb, r.latency_s) for r in ok],
                   [_point_label(r) for r in ok])  # fmt: skip
-    path = tradeoff_path(out_dir, section_of(first))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    _save(fig, tradeoff_path(out_dir, section_of(first)), dpi=90)
     return fig
