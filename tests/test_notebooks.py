@@ -63,6 +63,21 @@ def test_a_notebook_left_with_its_defaults_runs_every_qtype_of_the_chosen_backen
         assert P.from_namespace({**namespace, "backend": backend})["qtypes"] == list(qtypes)
 
 
+def test_run_all_again_in_the_same_kernel_reads_only_the_parameters():
+    """A second Run All finds ``params``, ``rows``, ``predicted`` and the user's own variables in the kernel:
+    none of them is a parameter. papermill's injected cell (the one run just before) adds its names."""
+    from helpers.notebook import parameters_source
+
+    namespace = {}
+    exec(parameters_source("pixart"), namespace)
+    first = P.from_namespace(namespace)
+    namespace.update(params=first, rows=[], predicted={}, scratch=1, qtypes=["none"])
+    assert P.from_namespace(namespace) == P.validate({"model": "pixart", "out_dir": "../outputs", "qtypes": ["none"]})
+    injected = {**namespace, "In": ["", "model: str = ...", "# Parameters\nstpes = 3\n", "params = ..."], "stpes": 3}
+    with pytest.raises(ValueError, match="unknown parameter 'stpes'"):
+        P.from_namespace(injected)
+
+
 @pytest.fixture(scope="module")
 def batch_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("batch")
