@@ -53,17 +53,44 @@ def image_grid_path(out_dir: str, section: str) -> Path:
     return Path(out_dir) / "image_grids" / f"{section}_comparison.png"
 
 
+def subset_path(path: Path) -> Path:
+    """Where a figure of part of a section goes: beside the section's own, never over it."""
+    return path.with_name(path.stem + "_subset" + path.suffix)
+
+
+def _coverage(rows: list[Record], out_dir: str) -> tuple[int, int]:
+    """(configurations drawn, configurations the section's results file holds): a notebook run on a
+    subset of the grid draws fewer than the report's tables list."""
+    from .records import read
+
+    first = rows[0]
+    held = {r.config_key() for r in read(Path(out_dir) / "results" / f"{section_of(first)}.jsonl")}
+    drawn = {r.config_key() for r in rows}
+    return len(drawn), len(held | drawn)
+
+
+def _target(rows: list[Record], out_dir: str, path: Path, shared: bool | None):
+    """The path to save to and a note for the title: the section's own figure only when ``rows`` cover every
+    configuration of its results file (or ``shared``: the report's own rows); else ``*_subset.png``."""
+    drawn, held = _coverage(rows, out_dir) if shared is None else (0, 0)
+    if shared or drawn >= held:
+        return path, ""
+    return subset_path(path), f" - subset: {drawn} of the {held} configurations in results/"
+
+
 def label(r: Record, with_batch: bool = False) -> str:
     quantization, te, fuse = labels(r)
     text = f"qtype: {quantization.lower()}, qte: {te}, fuse: {fuse}"
     return text + (f", bs: {r.batch_size}" if with_batch else "")
 
 
-def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
+def image_grid(rows: list[Record], out_dir: str, columns: int = 4, shared: bool | None = None):
     """Every configuration's image, labelled, the unquantized ones first; saved as PNG.
 
-    A failed or skipped configuration gets an empty panel naming its status.
-    Returns the saved figure.
+    A failed or skipped configuration gets an empty panel naming its status. Saved as the section's
+    ``image_grid_path`` only when ``rows`` cover every configuration of its results file (``shared=True``:
+    always, the report's own rows); a notebook run on part of the grid saves beside it (``subset_path``),
+    so the report's grid keeps matching its tables. Returns the saved figure.
     """
     import io
     import textwrap
@@ -90,9 +117,10 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
             ax.text(0.5, 0.5, textwrap.fill(problem, 30), ha="center", va="center", fontsize=8 if r.status == "ok" else 12)
         ax.set_title(label(r, with_batch), fontsize=9)
     first = rows[0]
-    fig.suptitle(f"{first.model} {first.dtype}, {first.backend} ({first.preset} preset)", fontsize=11)
+    path, note = _target(rows, out_dir, image_grid_path(out_dir, section_of(first)), shared)
+    fig.suptitle(f"{first.model} {first.dtype}, {first.backend} ({first.preset} preset){note}", fontsize=11)
     fig.tight_layout()
-    _save(fig, image_grid_path(out_dir, section_of(first)), dpi=80)
+    _save(fig, path, dpi=80)
     return fig
 
 
@@ -147,9 +175,10 @@ def _point_label(r: Record) -> str:
     return f"{labels(r)[0].lower()}{te}{'+fuse' if r.fuse_qkv else ''}"
 
 
-def tradeoff_chart(rows: list[Record], out_dir: str):
+def tradeoff_chart(rows: list[Record], out_dir: str, shared: bool | None = None):
     """Memory against latency, one point per configuration, coloured by SSIM to the unquantized run;
-    the recommended ones ringed and listed under the axes. Saved as PNG; returns the figure."""
+    the recommended ones ringed and listed under the axes. Saved as PNG (where: as ``image_grid``);
+    returns the figure."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
@@ -169,14 +198,16 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
                    linewidths=2, zorder=3)  # fmt: skip
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="SSIM to NONE (1 = identical)")
     first = ok[0]
+    path, note = _target(rows, out_dir, tradeoff_path(out_dir, section_of(first)), shared)
     ax.set_xlabel("Memory (GB)")
     ax.set_ylabel("Latency (s)")
-    ax.set_title(f"{first.model} {first.dtype}, {first.backend}: memory vs latency ({first.preset} preset)", fontsize=10)
+    ax.set_title(f"{first.model} {first.dtype}, {first.backend}: memory vs latency ({first.preset} preset)"
+                 + note.replace(" - ", "\n"), fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
     names = ", ".join("{} (TE {}, fuse {})".format(*labels(r)) for r in best)
     fig.text(0.01, 0.01, f"Recommended (ringed; nothing beats them on both): {names}", fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _place_labels(ax, [(r.memory_gb, r.latency_s) for r in ok],
                   [_point_label(r) for r in ok])  # fmt: skip
-    _save(fig, tradeoff_path(out_dir, section_of(first)), dpi=90)
+    _save(fig, path, dpi=90)
     return fig
