@@ -212,6 +212,16 @@ def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batc
     box = explorer(rows, str(batch_out))
     top, qte, fuse, panes = box.children
     qtype = top.children[0]
+    # it opens on the lowest-memory quantized configuration, with its fidelity and its peak as the report gives them
+    lowest = min((r for r in rows if r.qtype != "none"), key=lambda r: (r.memory_gb, r.latency_s))
+    assert (qtype.value, fuse.value) == ("INT8", lowest.fuse_qkv)
+    text = " ".join(c.value for c in panes.children[0].children if isinstance(c.value, str))
+    assert f"PSNR <b>{lowest.psnr_db:.1f} dB</b>, SSIM <b>{lowest.ssim:.3f}</b>" in text
+    from helpers.report import shown_peak
+
+    peak = shown_peak(lowest)
+    assert ("n/a</span>" if peak is None else f"{peak:.3f} GB") in text
+    assert panes.children[0].layout.margin, "the two panes are kept apart"
     qtype.value, fuse.value = "INT8", True
     chosen, base = panes.children
     chosen_text = " ".join(c.value for c in chosen.children if isinstance(c.value, str))
