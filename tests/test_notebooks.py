@@ -17,9 +17,16 @@ SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False, True
 
 @pytest.mark.parametrize("model", MODELS)
 def test_notebook_is_thin_and_clean(model):
+    from helpers.notebook import WIDTH
+
     nb = nbformat.read(ROOT / "notebooks" / f"{model}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
+    # the title first, then the parameters, whose lines fit the cell (no sideways scrollbar)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert nb.cells[1] is code[0] and "parameters" in code[0].metadata.get("tags", [])
+    assert max(len(line) for line in code[0].source.splitlines()) <= WIDTH
+    # the kernel metadata JupyterLab writes: opening the notebook does not mark it modified
+    assert nb.metadata.kernelspec.display_name == "Python 3 (ipykernel)" and "pygments_lexer" in nb.metadata.language_info
     defaults = {}
     for node in ast.parse(code[0].source).body:
         assert isinstance(node, ast.AnnAssign), "the parameters cell holds only typed assignments"
