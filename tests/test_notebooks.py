@@ -120,6 +120,10 @@ def test_every_notebook_ran_with_the_injected_parameters(batch_out):
             (result,) = [o for o in cell.outputs if o.output_type == "execute_result"]
             assert result.data["image/png"][:8] == "iVBORw0K", f"{cell.source!r} shows no image"
         assert html.count('src="data:image/png;base64,') >= 2, "the HTML export lacks the two figures"
+        # a plain quanto run shows no library noise (helpers/quiet.py)
+        streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.output_type == "stream")
+        for noise in ("Failed to load", "register_constant", "Unable to import `torchao`"):
+            assert noise not in streams, noise
         rows = records.read(batch_out / "results" / f"{model}_{dtype}.jsonl")
         assert {(r.qtype, r.fuse_qkv, r.dtype, r.status) for r in rows} == {
             (q, f, dtype, "ok") for q in SMALL["qtypes"] for f in SMALL["fuse_qkv"]
