@@ -120,6 +120,7 @@ def test_every_notebook_ran_with_the_injected_parameters(batch_out):
             (result,) = [o for o in cell.outputs if o.output_type == "execute_result"]
             assert result.data["image/png"][:8] == "iVBORw0K", f"{cell.source!r} shows no image"
         assert html.count('src="data:image/png;base64,') >= 2, "the HTML export lacks the two figures"
+        assert "&lt;Figure size" not in html and "<Figure size" not in html, "a figure shown as its repr text"
         # a plain quanto run shows no library noise (helpers/quiet.py)
         streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.output_type == "stream")
         for noise in ("Failed to load", "register_constant", "Unable to import `torchao`"):
