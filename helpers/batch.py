@@ -141,9 +141,9 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
         written = results_path(p).stat().st_mtime
         stale = lambda path: not path.is_file() or path.stat().st_mtime < written  # noqa: E731
         if stale(image_grid_path(out_dir, section_of(rows[0]))):
-            image_grid(rows, out_dir)
+            image_grid(rows, out_dir, shared=True)  # the report's own rows: its grid matches its tables
         if any(r.status == "ok" for r in rows) and stale(tradeoff_path(out_dir, section_of(rows[0]))):
-            tradeoff_chart(rows, out_dir)
+            tradeoff_chart(rows, out_dir, shared=True)
     predictions = [predicted_gb(p) for p in all_params]
     return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions)]
 

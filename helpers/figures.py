@@ -1,14 +1,48 @@
 """Matplotlib figures: the image grid of a model and dtype.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so they
-work the same headless and in a notebook, where the returned figure displays.
+work the same headless and in a notebook. Without pyplot no backend displays a
+figure, so each function returns a ``ShownFigure``: a figure whose ``_repr_png_``
+is the PNG it saved, which JupyterLab, papermill and nbconvert show as an image.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from .records import Record, labels, section_name, suspect
+
+
+@functools.lru_cache(maxsize=None)
+def _shown_figure_class():
+    """``ShownFigure``, made on first use: matplotlib is imported only to draw."""
+    from matplotlib.figure import Figure
+
+    class ShownFigure(Figure):
+        """A figure that a notebook shows as its saved PNG (``image/png``), not as ``<Figure ...>``."""
+
+        png: bytes = b""
+
+        def _repr_png_(self) -> bytes:
+            return self.png
+
+    return ShownFigure
+
+
+def _shown_figure(**kwargs):
+    return _shown_figure_class()(**kwargs)
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """Render once: the PNG on disk is the one the notebook shows."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.png = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(fig.png)
 
 
 def section_of(r: Record) -> str:
@@ -19,22 +53,48 @@ def image_grid_path(out_dir: str, section: str) -> Path:
     return Path(out_dir) / "image_grids" / f"{section}_comparison.png"
 
 
+def subset_path(path: Path) -> Path:
+    """Where a figure of part of a section goes: beside the section's own, never over it."""
+    return path.with_name(path.stem + "_subset" + path.suffix)
+
+
+def _coverage(rows: list[Record], out_dir: str) -> tuple[int, int]:
+    """(configurations drawn, configurations the section's results file holds): a notebook run on a
+    subset of the grid draws fewer than the report's tables list."""
+    from .records import read
+
+    first = rows[0]
+    held = {r.config_key() for r in read(Path(out_dir) / "results" / f"{section_of(first)}.jsonl")}
+    drawn = {r.config_key() for r in rows}
+    return len(drawn), len(held | drawn)
+
+
+def _target(rows: list[Record], out_dir: str, path: Path, shared: bool | None):
+    """The path to save to and a note for the title: the section's own figure only when ``rows`` cover every
+    configuration of its results file (or ``shared``: the report's own rows); else ``*_subset.png``."""
+    drawn, held = _coverage(rows, out_dir) if shared is None else (0, 0)
+    if shared or drawn >= held:
+        return path, ""
+    return subset_path(path), f" - subset: {drawn} of the {held} configurations in results/"
+
+
 def label(r: Record, with_batch: bool = False) -> str:
     quantization, te, fuse = labels(r)
     text = f"qtype: {quantization.lower()}, qte: {te}, fuse: {fuse}"
     return text + (f", bs: {r.batch_size}" if with_batch else "")
 
 
-def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
+def image_grid(rows: list[Record], out_dir: str, columns: int = 4, shared: bool | None = None):
     """Every configuration's image, labelled, the unquantized ones first; saved as PNG.
 
-    A failed or skipped configuration gets an empty panel naming its status.
-    Returns the saved figure.
+    A failed or skipped configuration gets an empty panel naming its status. Saved as the section's
+    ``image_grid_path`` only when ``rows`` cover every configuration of its results file (``shared=True``:
+    always, the report's own rows); a notebook run on part of the grid saves beside it (``subset_path``),
+    so the report's grid keeps matching its tables. Returns the saved figure.
     """
     import io
     import textwrap
 
-    from matplotlib.figure import Figure
     from PIL import Image
 
     from .outputs import image_bytes, image_problem
@@ -44,7 +104,7 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
     ordered = sorted(rows, key=lambda r: r.qtype != "none")  # stable: grid order otherwise
     with_batch = len({r.batch_size for r in rows}) > 1
     n_rows = -(-len(ordered) // columns)
-    fig = Figure(figsize=(3 * columns, 3.3 * n_rows))
+    fig = _shown_figure(figsize=(3 * columns, 3.3 * n_rows))
     axes = fig.subplots(n_rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -57,11 +117,10 @@ def image_grid(rows: list[Record], out_dir: str, columns: int = 4):
             ax.text(0.5, 0.5, textwrap.fill(problem, 30), ha="center", va="center", fontsize=8 if r.status == "ok" else 12)
         ax.set_title(label(r, with_batch), fontsize=9)
     first = rows[0]
-    fig.suptitle(f"{first.model} {first.dtype}, {first.backend} ({first.preset} preset)", fontsize=11)
+    path, note = _target(rows, out_dir, image_grid_path(out_dir, section_of(first)), shared)
+    fig.suptitle(f"{first.model} {first.dtype}, {first.backend} ({first.preset} preset){note}", fontsize=11)
     fig.tight_layout()
-    path = image_grid_path(out_dir, section_of(first))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    _save(fig, path, dpi=80)
     return fig
 
 
@@ -116,20 +175,20 @@ def _point_label(r: Record) -> str:
     return f"{labels(r)[0].lower()}{te}{'+fuse' if r.fuse_qkv else ''}"
 
 
-def tradeoff_chart(rows: list[Record], out_dir: str):
+def tradeoff_chart(rows: list[Record], out_dir: str, shared: bool | None = None):
     """Memory against latency, one point per configuration, coloured by SSIM to the unquantized run;
-    the recommended ones ringed and listed under the axes. Saved as PNG; returns the figure."""
+    the recommended ones ringed and listed under the axes. Saved as PNG (where: as ``image_grid``);
+    returns the figure."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
 
     ok = [r for r in rows if r.status == "ok"]
     if not ok:
         raise ValueError("no measured configuration to chart")
     best = recommended(ok)
-    fig = Figure(figsize=(7.5, 5.2), dpi=90)
+    fig = _shown_figure(figsize=(7.5, 5.2), dpi=90)
     FigureCanvasAgg(fig)  # a renderer, to measure where the point labels fall
     ax = fig.subplots()
     norm, cmap = Normalize(vmin=min(min(r.ssim for r in ok if r.ssim is not None), 0.9), vmax=1.0), colormaps["viridis"]
@@ -139,16 +198,16 @@ def tradeoff_chart(rows: list[Record], out_dir: str):
                    linewidths=2, zorder=3)  # fmt: skip
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="SSIM to NONE (1 = identical)")
     first = ok[0]
+    path, note = _target(rows, out_dir, tradeoff_path(out_dir, section_of(first)), shared)
     ax.set_xlabel("Memory (GB)")
     ax.set_ylabel("Latency (s)")
-    ax.set_title(f"{first.model} {first.dtype}, {first.backend}: memory vs latency ({first.preset} preset)", fontsize=10)
+    ax.set_title(f"{first.model} {first.dtype}, {first.backend}: memory vs latency ({first.preset} preset)"
+                 + note.replace(" - ", "\n"), fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
     names = ", ".join("{} (TE {}, fuse {})".format(*labels(r)) for r in best)
     fig.text(0.01, 0.01, f"Recommended (ringed; nothing beats them on both): {names}", fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _place_labels(ax, [(r.memory_gb, r.latency_s) for r in ok],
                   [_point_label(r) for r in ok])  # fmt: skip
-    path = tradeoff_path(out_dir, section_of(first))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    _save(fig, path, dpi=90)
     return fig

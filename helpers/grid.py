@@ -312,7 +312,10 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
             for other in waiting.pop(key(config), []):
                 complete(*other)
 
-        bar = tqdm(total=len(todo), desc=section_name(params), disable=not progress)
+        if progress:  # what came from the results file, what runs now
+            print(f"{section_name(params)}: {len(grid) - len(todo)} of {len(grid)} configurations from "
+                  f"{path}, {len(todo)} to run")  # fmt: skip
+        bar = tqdm(total=len(todo), desc=f"{section_name(params)} running", disable=not progress or not todo)
         results = executor.run(todo, functools.partial(execute, params, checkpoint, device, call, hardware), device)
         for config, outcome in results:
             bar.update()

@@ -1,8 +1,8 @@
 """The one template every notebook in ``notebooks/`` is generated from (``python -m helpers notebook``).
 
-A notebook is the tagged ``parameters`` cell (every parameter of
-``params.DEFAULTS``, with its type and one line of help), then one helpers call
-per step and the display. Only the title and the model differ between models,
+A notebook is its title, the tagged ``parameters`` cell (every parameter of
+``params.DEFAULTS``, with its type and help in lines that fit the cell), then
+one helpers call per step and the display. Only the title and the model differ between models,
 so editing a notebook by hand is editing this file; ``tests/test_notebooks.py``
 checks that the committed notebooks are exactly what it gives.
 """
@@ -73,6 +73,22 @@ _STEPS = [
 ]  # fmt: skip
 
 
+# What JupyterLab 4.6 with ipykernel 7.4 writes into a notebook when its kernel starts: committed as such, a
+# notebook opened in JupyterLab is not marked modified (the version is the project's Python, 3.11).
+METADATA = {
+    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+    "language_info": {
+        "codemirror_mode": {"name": "ipython", "version": 3},
+        "file_extension": ".py",
+        "mimetype": "text/x-python",
+        "name": "python",
+        "nbconvert_exporter": "python",
+        "pygments_lexer": "ipython3",
+        "version": "3.11.7",
+    },
+}
+
+
 def _literal(value) -> str:
     """Python source for a parameter's default, strings in double quotes as papermill writes them."""
     if isinstance(value, list):
@@ -80,9 +96,26 @@ def _literal(value) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
+# The parameters cell's lines fit a notebook cell without a sideways scrollbar.
+WIDTH = 79
+
+
+def _parameter_lines(assignment: str, text: str) -> list[str]:
+    """``name: type = value  # help``, the help wrapped under its own ``#`` (papermill's ``--help-notebook``
+    reads the first line's); a long assignment gets its help on the lines above it."""
+    import textwrap
+
+    indent = len(assignment) + 2
+    if indent + 2 + 24 > WIDTH:
+        return [f"# {line}" for line in textwrap.wrap(text, WIDTH - 2)] + [assignment]
+    first, *rest = textwrap.wrap(text, WIDTH - indent - 2)
+    return [f"{assignment}  # {first}"] + [" " * indent + f"# {line}" for line in rest]
+
+
 def parameters_source(model: str) -> str:
     values = {**DEFAULTS, "model": model, "out_dir": "../outputs"}
-    return "\n".join(f"{name}: {kind} = {_literal(values[name])}  # {text}" for name, (kind, text) in _HELP.items())
+    return "\n".join(line for name, (kind, text) in _HELP.items()
+                     for line in _parameter_lines(f"{name}: {kind} = {_literal(values[name])}", text))  # fmt: skip
 
 
 def _cell(kind: str, source: str, index: int, tags=()) -> dict:
@@ -97,18 +130,14 @@ def _cell(kind: str, source: str, index: int, tags=()) -> dict:
 def notebook_text(model: str) -> str:
     """The ``.ipynb`` text of ``model``'s notebook."""
     title = model_spec(model).title
-    cells = [_cell("code", parameters_source(model), 0, tags=["parameters"])]
-    for i, (kind, source) in enumerate(_STEPS, 1):
+    steps = [(kind, source.format(title=title)) for kind, source in _STEPS]
+    steps.insert(1, ("code:parameters", parameters_source(model)))  # after the title
+    cells = []
+    for i, (kind, source) in enumerate(steps):
         kind, _, tag = kind.partition(":")
-        cells.append(_cell(kind, source.format(title=title), i, tags=[tag] if tag else ()))
-    nb = {
-        "cells": cells,
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                     "language_info": {"name": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }  # fmt: skip
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        cells.append(_cell(kind, source, i, tags=[tag] if tag else ()))
+    nb = {"cells": cells, "metadata": METADATA, "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write(model: str, folder: str | Path = NOTEBOOKS) -> Path:

@@ -549,28 +549,31 @@ def hub_available(repo_id: str) -> bool:
         return False
 
 
-# Names IPython puts in a notebook's namespace that are not parameters.
-_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open", "display"}
+def _injected_names(namespace: dict) -> set[str]:
+    """The names papermill's injected cell (``# Parameters``) assigned, when it is the cell run just before
+    this one: the kernel's input history (``In``) holds the current cell last."""
+    import ast
+
+    history = namespace.get("In")
+    if not isinstance(history, list) or len(history) < 2 or not history[-2].lstrip().startswith("# Parameters"):
+        return set()
+    try:
+        tree = ast.parse(history[-2])
+    except SyntaxError:
+        return set()
+    return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
 
 
 def from_namespace(namespace: dict) -> Params:
-    """The parameters a notebook holds: every plain value its cells defined.
+    """The parameters a notebook holds: the names of its parameters cell (``DEFAULTS``' names) and of the
+    cell papermill injected after it, and nothing else.
 
-    Called right after the parameters cell (and papermill's injected one), so a
-    parameter papermill injected under an unknown name is refused here, where
-    papermill itself only warns.
+    Whatever else the kernel holds is ignored: ``params``, ``rows`` or ``predicted`` from an earlier Run All
+    in the same kernel, and any variable the user defined. A parameter papermill injected under an unknown
+    name is refused here, where papermill itself only warns.
     """
-    from types import ModuleType
-
-    found = {
-        name: value
-        for name, value in namespace.items()
-        if not name.startswith("_")
-        and name not in _IPYTHON_NAMES
-        and not isinstance(value, ModuleType)
-        and not callable(value)
-    }
-    return validate(found)
+    names = [*DEFAULTS, *sorted(_injected_names(namespace) - set(DEFAULTS))]
+    return validate({name: namespace[name] for name in names if name in namespace})
 
 
 @dataclass(frozen=True)

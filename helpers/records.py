@@ -284,20 +284,34 @@ class Busy(RuntimeError):
 
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike):
-    """Hold ``<path>.lock`` while writing ``path``; a second writer is refused, not interleaved."""
+    """Hold ``<path>.lock`` while writing ``path``; a second writer is refused, not interleaved.
+
+    The lock file is removed when the run ends (while still held). A process that locked a file another
+    one had just removed sees that the path no longer names what it holds, and opens the lock again.
+    """
     import fcntl
 
     lock_path = Path(str(path) + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as lock:
+    while True:
+        lock = open(lock_path, "a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
+            lock.close()
             raise Busy(
                 f"{path} is being written by another run ({holder}); wait for it to finish or use another out_dir"
             ) from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        lock.close()  # removed by the run that just ended: lock the path's new file
+    with lock:
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}")
@@ -305,6 +319,7 @@ def exclusive(path: str | os.PathLike):
         try:
             yield
         finally:
+            lock_path.unlink(missing_ok=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 

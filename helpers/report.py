@@ -310,7 +310,7 @@ NOT_APPLICABLE = {
 }
 
 
-def _peak(r: Record) -> float | None:
+def shown_peak(r: Record) -> float | None:
     """Peak memory, but ``None`` on the CPU below what the table shows (0.000 GB), where it carries no information."""
     if r.device == "cpu" and (r.peak_memory_gb or 0) < 0.0005:
         return None
@@ -322,8 +322,8 @@ _HTML_COLUMNS = {
     "Quantize TE": lambda r: labels(r)[1],
     "Fuse QKV": lambda r: labels(r)[2],
     "Memory (GB)": lambda r: r.memory_gb,
-    PEAK_CPU: _peak,
-    PEAK_CUDA: _peak,
+    PEAK_CPU: shown_peak,
+    PEAK_CUDA: shown_peak,
     "Reserved (GB)": lambda r: r.memory_reserved_gb,
     "Device used (GB, NVML)": lambda r: r.device_used_gb,
     "Peak reserved (GB)": lambda r: r.peak_reserved_gb,

@@ -186,6 +186,7 @@ def test_a_second_writer_is_refused_with_a_clear_message(tmp_path, tiny_paths):
         with pytest.raises(records.Busy, match="being written by another run .pid"):
             grid.run_grid(p, progress=False)
     assert grid.run_grid(p, progress=False)[0].status == "ok"
+    assert not list(tmp_path.rglob("*.lock")), "a finished run leaves no lock file behind"
 
 
 def test_a_failing_configuration_shows_in_the_report_with_its_reason(tmp_path, tiny_paths, monkeypatch):

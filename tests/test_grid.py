@@ -47,9 +47,11 @@ def test_rerun_of_a_finished_grid_measures_nothing(tmp_path, monkeypatch):
     assert again == first
 
 
-def test_a_grown_grid_measures_only_the_new_configurations(tmp_path):
+def test_a_grown_grid_measures_only_the_new_configurations(tmp_path, capsys):
     grid.run_grid(_params(tmp_path, qtypes=["none"]), progress=False)
-    rows = grid.run_grid(_params(tmp_path, qtypes=["none", "int8"]), progress=False)
+    rows = grid.run_grid(_params(tmp_path, qtypes=["none", "int8"]))
+    path = grid.results_path(_params(tmp_path))
+    assert f"pixart_bf16: 1 of 2 configurations from {path}, 1 to run" in capsys.readouterr().out
     assert [r.qtype for r in rows] == ["none", "int8"]
     assert len(records.read(grid.results_path(_params(tmp_path)))) == 2
 

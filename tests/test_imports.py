@@ -65,3 +65,26 @@ def test_the_import_graph_has_no_circle():
 
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_library_noise_is_filtered_and_real_warnings_still_show(caplog):
+    """What importing torchao logs under a quanto run (helpers/quiet.py) is dropped; anything else is not."""
+    import logging
+
+    import helpers  # noqa: F401 - installs the filters
+
+    noise = [
+        ("torchao", "Failed to load /venv/site-packages/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: Could not load"),
+        ("torchao", "Failed to load /venv/site-packages/torchao/_C_cutlass_90a.abi3.so: Could not load this library"),
+        ("torch.utils._pytree", "<enum 'KernelPreference'> is an Enum subclass and is now natively supported by "
+                                "torch.compile as an opaque value type. Calling register_constant() on Enum "
+                                "subclasses is deprecated and will be an error in a future release."),
+        ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects. This may "
+                                                           "affect loading checkpoints serialized with `torchao`"),
+    ]  # fmt: skip
+    real = [("torchao", "a real torchao warning"), ("torch.utils._pytree", "something else"),
+            ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to quantize this layer")]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        for name, message in noise + real:
+            logging.getLogger(name).warning(message)
+    assert [r.getMessage() for r in caplog.records] == [m for _, m in real]

@@ -17,9 +17,16 @@ SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False, True
 
 @pytest.mark.parametrize("model", MODELS)
 def test_notebook_is_thin_and_clean(model):
+    from helpers.notebook import WIDTH
+
     nb = nbformat.read(ROOT / "notebooks" / f"{model}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
+    # the title first, then the parameters, whose lines fit the cell (no sideways scrollbar)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert nb.cells[1] is code[0] and "parameters" in code[0].metadata.get("tags", [])
+    assert max(len(line) for line in code[0].source.splitlines()) <= WIDTH
+    # the kernel metadata JupyterLab writes: opening the notebook does not mark it modified
+    assert nb.metadata.kernelspec.display_name == "Python 3 (ipykernel)" and "pygments_lexer" in nb.metadata.language_info
     defaults = {}
     for node in ast.parse(code[0].source).body:
         assert isinstance(node, ast.AnnAssign), "the parameters cell holds only typed assignments"
@@ -63,6 +70,21 @@ def test_a_notebook_left_with_its_defaults_runs_every_qtype_of_the_chosen_backen
         assert P.from_namespace({**namespace, "backend": backend})["qtypes"] == list(qtypes)
 
 
+def test_run_all_again_in_the_same_kernel_reads_only_the_parameters():
+    """A second Run All finds ``params``, ``rows``, ``predicted`` and the user's own variables in the kernel:
+    none of them is a parameter. papermill's injected cell (the one run just before) adds its names."""
+    from helpers.notebook import parameters_source
+
+    namespace = {}
+    exec(parameters_source("pixart"), namespace)
+    first = P.from_namespace(namespace)
+    namespace.update(params=first, rows=[], predicted={}, scratch=1, qtypes=["none"])
+    assert P.from_namespace(namespace) == P.validate({"model": "pixart", "out_dir": "../outputs", "qtypes": ["none"]})
+    injected = {**namespace, "In": ["", "model: str = ...", "# Parameters\nstpes = 3\n", "params = ..."], "stpes": 3}
+    with pytest.raises(ValueError, match="unknown parameter 'stpes'"):
+        P.from_namespace(injected)
+
+
 @pytest.fixture(scope="module")
 def batch_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("batch")
@@ -91,6 +113,18 @@ def test_every_notebook_ran_with_the_injected_parameters(batch_out):
         assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
         html = (batch_out / "notebooks" / f"{model}_{dtype}.html").read_text()
         assert "helpers.grid.run_grid" not in html, "inputs are hidden in the HTML export"
+        # the image grid and the trade-off chart are images, in the notebook and in its HTML export
+        figure_cells = [c for c in nb.cells if "helpers.figures." in c.source]
+        assert len(figure_cells) == 2
+        for cell in figure_cells:
+            (result,) = [o for o in cell.outputs if o.output_type == "execute_result"]
+            assert result.data["image/png"][:8] == "iVBORw0K", f"{cell.source!r} shows no image"
+        assert html.count('src="data:image/png;base64,') >= 2, "the HTML export lacks the two figures"
+        assert "&lt;Figure size" not in html and "<Figure size" not in html, "a figure shown as its repr text"
+        # a plain quanto run shows no library noise (helpers/quiet.py)
+        streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.output_type == "stream")
+        for noise in ("Failed to load", "register_constant", "Unable to import `torchao`"):
+            assert noise not in streams, noise
         rows = records.read(batch_out / "results" / f"{model}_{dtype}.jsonl")
         assert {(r.qtype, r.fuse_qkv, r.dtype, r.status) for r in rows} == {
             (q, f, dtype, "ok") for q in SMALL["qtypes"] for f in SMALL["fuse_qkv"]
@@ -190,6 +224,16 @@ def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batc
     box = explorer(rows, str(batch_out))
     top, qte, fuse, panes = box.children
     qtype = top.children[0]
+    # it opens on the lowest-memory quantized configuration, with its fidelity and its peak as the report gives them
+    lowest = min((r for r in rows if r.qtype != "none"), key=lambda r: (r.memory_gb, r.latency_s))
+    assert (qtype.value, fuse.value) == ("INT8", lowest.fuse_qkv)
+    text = " ".join(c.value for c in panes.children[0].children if isinstance(c.value, str))
+    assert f"PSNR <b>{lowest.psnr_db:.1f} dB</b>, SSIM <b>{lowest.ssim:.3f}</b>" in text
+    from helpers.report import shown_peak
+
+    peak = shown_peak(lowest)
+    assert ("n/a</span>" if peak is None else f"{peak:.3f} GB") in text
+    assert panes.children[0].layout.margin, "the two panes are kept apart"
     qtype.value, fuse.value = "INT8", True
     chosen, base = panes.children
     chosen_text = " ".join(c.value for c in chosen.children if isinstance(c.value, str))

@@ -84,3 +84,21 @@ def test_tradeoff_chart_labels_do_not_overlap(tmp_path):
     for i, box in enumerate(boxes):
         assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
         assert box.count_overlaps(boxes[:i] + boxes[i + 1 :]) == 0, ax.texts[i].get_text()
+
+
+def test_a_figure_of_part_of_a_section_never_replaces_the_sections_own(tmp_path):
+    """A notebook run on a subset of the grid (qtypes none and int8 of 16) draws beside the report's grid and
+    chart, never over them: the report's grid keeps matching its tables."""
+    rows = [_record(qtype=q, memory_gb=m, latency_s=t) for q, m, t in [("none", 0.004, 0.2), ("int8", 0.002, 0.05)]]
+    for r in rows:
+        records.append(tmp_path / "results" / "pixart_bf16.jsonl", r)
+    grid_png, chart_png = figures.image_grid_path(tmp_path, "pixart_bf16"), figures.tradeoff_path(tmp_path, "pixart_bf16")
+    figures.image_grid(rows, str(tmp_path)), figures.tradeoff_chart(rows, str(tmp_path))
+    whole = grid_png.read_bytes(), chart_png.read_bytes()
+    fig = figures.image_grid(rows[:1], str(tmp_path))
+    chart = figures.tradeoff_chart(rows[:1], str(tmp_path))
+    assert (grid_png.read_bytes(), chart_png.read_bytes()) == whole
+    assert figures.subset_path(grid_png).read_bytes() == fig.png and "subset: 1 of the 2" in fig._suptitle.get_text()
+    assert figures.subset_path(chart_png).read_bytes() == chart.png
+    figures.image_grid(rows[:1], str(tmp_path), shared=True)  # the report's own rows
+    assert grid_png.read_bytes() != whole[0]
