@@ -88,7 +88,11 @@ def lab(tmp_path):
             server.kill()
             server.wait()
         for child in children:  # the kernels, by their own pids
-            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            try:
+                alive = child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:  # it exited while it was asked
+                alive = False
+            if alive:
                 child.kill()
                 pytest.fail(f"kernel process {child.pid} outlived the server")
 

@@ -79,6 +79,21 @@ def test_a_killed_worker_becomes_an_error_record_and_the_grid_goes_on(tmp_path, 
     assert len(records.read(grid.results_path(_params(tmp_path)))) == 2
 
 
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie; one that exits while it is asked is not alive."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _name(pid: int) -> str | None:
+    try:
+        return psutil.Process(pid).name()
+    except psutil.NoSuchProcess:
+        return None
+
+
 def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp_path, cluster):
     params_file = tmp_path / "p.yaml"
     params_file.write_text(yaml.safe_dump({**SMALL, "executor": "ray"}))  # ray_address null: its own cluster
@@ -97,13 +112,13 @@ def test_an_interrupted_driver_leaves_no_ray_process_and_the_rerun_completes(tmp
         seen |= {p.pid for p in driver.children(recursive=True)}
         time.sleep(0.1)
     seen |= {p.pid for p in driver.children(recursive=True)}
-    assert any(psutil.Process(p).name() == "raylet" for p in seen if psutil.pid_exists(p)), "no cluster of its own"
+    assert "raylet" in {_name(p) for p in seen}, "no cluster of its own"
     driver.send_signal(signal.SIGINT)
     assert driver.wait(timeout=60) != 0, log.read_text()[-3000:]
     written = results.read_text()
     assert written.count("\n") == 1, "the driver was not stopped mid-grid"
     time.sleep(1)
-    alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [p for p in seen if _alive(p)]
     assert not alive, [psutil.Process(p).cmdline()[:2] for p in alive]
 
     # The rerun: the same parameters and folder, on this module's cluster (not a second cluster start).
@@ -148,7 +163,7 @@ def test_a_configuration_past_timeout_s_is_cancelled_with_its_worker_and_recorde
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (_workers() or ray.available_resources().get("CPU") != 2):
         time.sleep(0.2)
-    left = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    left = [p for p in seen if _alive(p)]
     assert not _workers() and not left, [(psutil.Process(p).name(), psutil.Process(p).status()) for p in left]
     assert ray.available_resources().get("CPU") == 2, "a cancelled task still holds its CPUs"
     print(f"grid {took:.1f} s; workers seen running a configuration: {len(seen)}")
