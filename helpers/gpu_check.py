@@ -102,7 +102,7 @@ def report(records: list, predicted: dict) -> str:
             versus += f", measured / published {r.latency_s / published[1]:.2f}"
         spread = f" (min {_s(r.latency_min_s)}, max {_s(r.latency_max_s)}, {r.repeats} timed)" if r.latency_s else ""
         lines.append(f"  latency  {_s(r.latency_s)}{spread}  {versus}")
-        if r.latent_rel_error is not None:  # the first figures at full size for the suspect limit (README)
+        if r.latent_rel_error is not None:  # the first figures at full size for the suspect limit (docs/full-size.md)
             from .records import SUSPECT_LATENT_REL_ERROR, suspect
 
             lines.append(f"  fidelity latent rel. error {r.latent_rel_error:.4f}, SSIM {r.ssim:.3f} to none"

@@ -183,7 +183,7 @@ def suspect(r: "Record") -> str | None:
 
     The rule reads the final latents, before the VAE: ``||x - ref|| / ||ref||``. Latents uncorrelated with
     the reference's (noise, a broken kernel) sit near 1 to 1.4; every correct configuration measured here
-    stays far below the limit (the README gives the figures it was chosen from)."""
+    stays far below the limit (docs/full-size.md gives the figures it was chosen from)."""
     if r.status != "ok" or r.latent_rel_error is None or r.latent_rel_error <= SUSPECT_LATENT_REL_ERROR:
         return None
     return (f"its final latents are {r.latent_rel_error:.2f} of the reference's norm away from the unquantized "
