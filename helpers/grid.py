@@ -171,10 +171,9 @@ def _execute(params: Params, config: Config, checkpoint: str, device: str, call:
     pipe = None
     measure.host_peak_start()
     try:
-        here = measure.hardware(device)
-        found = {name: here[name] for name in records.HARDWARE_FIELDS}
-        if found != {name: hardware.get(name) for name in records.HARDWARE_FIELDS}:
-            raise RuntimeError(f"this process sees {found}, the grid was planned for {hardware}: a figure "
+        found = records.identity_hardware(measure.hardware(device))
+        if found != records.identity_hardware(hardware):
+            raise RuntimeError(f"this process sees {dict(found)}, the grid was planned for {hardware}: a figure "
                                "measured here would be filed under another GPU")  # fmt: skip
         pipe, record.load_s = measure.timed(lambda: _prepare(params, config, device, record))
         kwargs = {**call, "num_images_per_prompt": config.batch_size}
@@ -395,7 +394,7 @@ def grid_records(params: Params, checkpoint: str | None = None, device: str | No
     latest = records.latest(records.read(results_path(params)))
     by_key = {r.config_key(): r for r in latest}
     seen = [hardware] if hardware is not None else [
-        dict(found) for found in dict.fromkeys(tuple((n, getattr(r, n)) for n in records.HARDWARE_FIELDS) for r in latest)
+        dict(found) for found in dict.fromkeys(records.identity_hardware(r) for r in latest)
     ]  # fmt: skip
     rows = []
     for config in configs(params):

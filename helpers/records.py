@@ -30,6 +30,12 @@ CONFIG_FIELDS = (
 HARDWARE_FIELDS = ("gpu", "compute_capability")
 
 
+def identity_hardware(source) -> tuple:
+    """The hardware half of an identity, ``((name, value), ...)``, of a record or a ``measure.hardware`` dict."""
+    get = source.get if isinstance(source, dict) else lambda name: getattr(source, name)
+    return tuple((name, get(name)) for name in HARDWARE_FIELDS)
+
+
 @dataclass
 class Record:
     # configuration

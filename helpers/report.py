@@ -16,7 +16,7 @@ import pandas as pd
 
 from .figures import image_grid_path, recommended, section_of, tradeoff_path
 from .params import Config, config_of
-from .records import HARDWARE_FIELDS, Record, labels, suspect
+from .records import SUSPECT, Record, identity_hardware, labels, suspect
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
 
@@ -44,8 +44,8 @@ def tables_of(rows: list[Record]) -> list[tuple[int, str | None, list[Record]]]:
     compares configurations measured on different GPUs. ``(batch size, GPU label or None, records)``."""
     out = []
     for bs in batch_sizes(rows):
-        for hardware in dict.fromkeys(tuple(getattr(r, n) for n in HARDWARE_FIELDS) for r in rows if r.batch_size == bs):
-            sub = [r for r in rows if r.batch_size == bs and tuple(getattr(r, n) for n in HARDWARE_FIELDS) == hardware]
+        for hardware in dict.fromkeys(identity_hardware(r) for r in rows if r.batch_size == bs):
+            sub = [r for r in rows if r.batch_size == bs and identity_hardware(r) == hardware]
             out.append((bs, gpu_label(sub[0]), sub))
     return out
 
@@ -338,10 +338,9 @@ _HTML_COLUMNS = {
     "PSNR to NONE (dB)": lambda r: "identical" if r.identical else r.psnr_db,
     "SSIM to NONE": lambda r: r.ssim,
     "Latent rel. error": lambda r: r.latent_rel_error,
-    "Status": lambda r: r.status + (f" ({SUSPECT_WORD})" if suspect(r) else ""),
+    "Status": lambda r: r.status + (f" ({SUSPECT})" if suspect(r) else ""),
     "Reason": lambda r: r.error or suspect(r) or "",
 }
-SUSPECT_WORD = "suspect"
 # Columns only a CUDA table has (the caching allocator and NVML), and the peak column of the other device.
 _CUDA_ONLY = ("Reserved (GB)", "Device used (GB, NVML)", "Peak reserved (GB)", "Peak device used (GB, NVML)")
 
