@@ -98,11 +98,15 @@ def _hardware_here(device: str) -> tuple[dict, str]:
 
 
 def start_local(**kwargs) -> str:
-    """Start an embedded local cluster on the loopback address; returns its address."""
+    """Start an embedded local cluster on the loopback address; returns its address.
+
+    ``address="local"``: a new cluster, always. Without an address ``ray.init`` first joins the cluster named in
+    ``/tmp/ray/ray_current_cluster``, a file Ray leaves behind when its processes are killed; joining that dead
+    address waits for ever (a run killed mid-grid hung the next one's start, found in a fresh-clone test run)."""
     import ray
 
     os.environ.update(LOOPBACK_ENV)  # the raylet and every worker inherit it
-    context = ray.init(include_dashboard=False, **kwargs)
+    context = ray.init(address="local", include_dashboard=False, **kwargs)
     return context.address_info["gcs_address"]
 
 

@@ -22,9 +22,17 @@ SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False], war
 def cluster(tiny_paths):
     import ray
 
+    from ray._common.utils import get_ray_address_file
+
     from helpers.cluster import start_local
 
+    # What a cluster killed with SIGKILL leaves: its address in Ray's current-cluster file, where nothing
+    # answers. Ray writes this file at every start; start_local must start a new cluster, not join that one.
+    stale = Path(get_ray_address_file(None))
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("127.0.0.1:9\n")  # the discard port: nothing listens on it here
     address = start_local(num_cpus=2)
+    assert address != "127.0.0.1:9"
     yield address
     ray.shutdown()
 
