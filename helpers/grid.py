@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import measure, outputs, records
+from . import measure, offload, outputs, records
 from .params import Config, Params, configs, reference_of
 from .pipelines import call_settings, checkpoint_name, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
@@ -58,6 +58,7 @@ def _base_record(params: Params, config: Config, checkpoint: str, device: str, c
         backend=params["backend"],
         compile=params["compile"],
         threads=params["threads"],
+        offload=config.offload,
         **{name: hardware.get(name) for name in records.HARDWARE_FIELDS},
     )
 
@@ -112,11 +113,14 @@ def execute(params: Params, checkpoint: str, device: str, call: dict, hardware: 
 
 def _prepare(params: Params, config: Config, device: str, record: records.Record):
     """The pipeline of one configuration: refused, loaded (or built) at load-time quantization, fused,
-    quantized after load, compiled. A combination a library or the device refuses raises ``Rejected``."""
+    quantized after load, offloaded, compiled. A combination a library or the device refuses raises
+    ``Rejected``. An offloading configuration loads on the CPU and gets its mode's hooks once quantized and
+    fused (``offload.apply``, CUDA only)."""
     backend = params["backend"]
-    reason = unsupported(backend, config, device)
+    reason = unsupported(backend, config, device, params["compile"])
     if reason:
         raise Rejected(reason)
+    where = offload.load_device(config.offload, device)  # the CPU when offloading
     try:
         qconfig = load_config(params["model"], backend, config, params["exclude"], params["dtype"])
         # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
@@ -129,12 +133,14 @@ def _prepare(params: Params, config: Config, device: str, record: records.Record
                                           "(torchao, bitsandbytes) needs from_pretrained")  # fmt: skip
             from .random_full import build
 
-            pipe, record.init_s = measure.timed(lambda: build(params["model"], params["dtype"], device, params["seed"]))
+            pipe, record.init_s = measure.timed(lambda: build(params["model"], params["dtype"], where, params["seed"]))
         else:
-            pipe = load_pipeline(checkpoint, params["dtype"], device, quantization_config=qconfig, components=preloaded)
+            pipe = load_pipeline(checkpoint, params["dtype"], where, quantization_config=qconfig, components=preloaded,
+                                 offload=config.offload != "none")  # fmt: skip
     except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
         raise Rejected(f"{type(e).__name__}: {e}") from e
     record.notes += apply_config(pipe, params["model"], config, params["exclude"], backend)
+    offload.apply(pipe, config.offload, device)  # after quantizing and fusing, before compiling
     compile_transformer(pipe, params["compile"])
     return pipe
 
@@ -155,7 +161,7 @@ def _encode(images: list, latents: list) -> tuple[list[bytes], bytes]:
 
 _MEASURED = ("memory_bytes", "memory_gb", "memory_reserved_gb", "device_used_gb", "peak_memory_gb", "peak_basis",
              "peak_reserved_gb", "peak_device_used_gb", "latency_s", "latency_min_s", "latency_max_s", "compile_s",
-             "inductor_config", "compile_cache_dir")  # fmt: skip
+             "inductor_config", "compile_cache_dir", "phase_peak_gb", "phase_peak_reserved_gb", "peak_phase")  # fmt: skip
 
 
 def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict, hardware: dict) -> Outcome:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .params import DEFAULTS
-from .registry import BACKEND_QTYPES, MODELS, model_spec
+from .registry import BACKEND_QTYPES, MODELS, OFFLOAD_MODES, model_spec
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -31,6 +31,8 @@ _HELP = {
     "te_qtypes": ("list", "the text encoders' qtypes (a grid axis); None: the transformer's qtype"),
     "fuse_qkv": ("list", "fuse the transformer's QKV projections first?"),
     "batch_sizes": ("list", "images per prompt"),
+    "offload": ("list", f"a grid axis, CUDA only (skipped on the CPU): {' | '.join(OFFLOAD_MODES)} (where weights "
+                        "wait between uses)"),
     "exclude": ("list", "transformer module-name patterns left unquantized"),
     "steps": ("int", "denoising steps; None: the preset's default"),
     "height": ("int", "image height (px); None: the preset's default"),
@@ -56,8 +58,8 @@ _STEPS = [
     ("markdown", "# {title}: what each quantization choice costs and buys\n\nValidate the parameters, run the grid "
                  "(each configuration is loaded, quantized and measured on its own), then the two published tables, "
                  "the image grid and an explorer."),
-    ("code", "import helpers.estimate, helpers.explore, helpers.figures, helpers.grid, helpers.params, helpers.report"
-             "\n\nparams = helpers.params.from_namespace(globals())"),
+    ("code", "import helpers.estimate, helpers.explore, helpers.figures, helpers.fit, helpers.grid, helpers.params, "
+             "helpers.report\n\nparams = helpers.params.from_namespace(globals())"),
     ("code", "rows = helpers.grid.run_grid(params)"),
     ("markdown", "## Memory and latency\n\nMeasured here; the last column is *predicted* for the full-size checkpoint "
                  "from its architecture (no weights loaded)."),
@@ -68,8 +70,15 @@ _STEPS = [
     ("markdown", "## The trade-off\n\nMemory against latency, coloured by fidelity to the unquantized run (SSIM); "
                  "ringed: no other configuration uses less memory *and* less time."),
     ("code", 'helpers.figures.tradeoff_chart(rows, params["out_dir"])'),
-    ("markdown", "## Explore (JupyterLab)\n\nPick a configuration to see it beside the unquantized one."),
-    ("code:interactive", 'helpers.explore.explorer(rows, params["out_dir"])'),
+    ("markdown", "## What fits which GPU\n\n*Predicted* for the full-size checkpoint, every configuration with every "
+                 "offload mode (no weights loaded): per card, the best configuration whose peak reserved memory plus "
+                 "the CUDA context fits (`python -m helpers fit` lists them all). A card is the GiB its driver reports."),
+    ("code", "fits = helpers.fit.predictions(params)"),
+    ("code", "display(helpers.fit.cards_table(fits, rows))"),
+    ("code", 'helpers.figures.fits_chart(fits, params["out_dir"])'),
+    ("markdown", "## Explore (JupyterLab)\n\nPick a configuration to see it beside the unquantized one; move the GPU "
+                 "memory slider to see which configurations fit that card."),
+    ("code:interactive", 'helpers.explore.explorer(rows, params["out_dir"], fits)'),
 ]  # fmt: skip
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from .registry import BACKEND_QTYPES, BACKENDS, COMPILE_MODES, DEVICES, DTYPES, EXECUTORS, MODELS, PRESETS
+from .registry import (BACKEND_QTYPES, BACKENDS, COMPILE_MODES, DEVICES, DTYPES, EXECUTORS, MODELS, OFFLOAD_MODES,
+                       PRESETS)
 
 DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
 
@@ -33,6 +34,10 @@ DEFAULTS: dict = {
     "te_qtypes": None,  # the text encoders' qtypes, an axis of the grid; None: the transformer's qtype
     "fuse_qkv": [False, True],
     "batch_sizes": [1],
+    # Where the weights wait between uses, an axis of the grid: none | model | group-block | group-leaf |
+    # sequential (registry.OFFLOAD_MODES; helpers/offload.py says what each calls). CUDA only: on the CPU an
+    # offloading configuration is recorded skipped.
+    "offload": ["none"],
     "exclude": [],
     "steps": None,  # None: the preset's default
     "height": None,
@@ -102,6 +107,7 @@ _TYPES = {
         "list of int",
         lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
     ),
+    "offload": ("list of str", _is_str_list),
     "exclude": ("list of str", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "steps": _OPT_INT,
     "height": _OPT_INT,
@@ -184,6 +190,7 @@ class Params(Mapping):
     te_qtypes: list[str] | None
     fuse_qkv: list[bool]
     batch_sizes: list[int]
+    offload: list[str]
     exclude: list[str]
     steps: int | None
     height: int | None
@@ -248,12 +255,15 @@ def validate(params) -> Params:
         raise ValueError(
             f"parameter 'compile': unknown mode {merged['compile']!r}; valid choices: false, {', '.join(COMPILE_MODES)}"
         )
+    for mode in merged["offload"]:
+        if mode not in OFFLOAD_MODES:
+            raise ValueError(f"parameter 'offload': unknown mode {mode!r}; valid choices: {', '.join(OFFLOAD_MODES)}")
     for q in merged["quality_metrics"]:
         if q not in QUALITY_METRICS:
             raise ValueError(
                 f"parameter 'quality_metrics': unknown metric {q!r}; valid choices: {', '.join(QUALITY_METRICS)}"
             )
-    for key in ("qtypes", "quantize_te", "te_qtypes", "fuse_qkv", "batch_sizes", "prompts"):
+    for key in ("qtypes", "quantize_te", "te_qtypes", "fuse_qkv", "batch_sizes", "offload", "prompts"):
         if merged[key] is None and key == "te_qtypes":
             continue
         if not merged[key]:
@@ -580,19 +590,23 @@ def from_namespace(namespace: dict) -> Params:
 class Config:
     """One configuration of the grid. ``quantize_te``: ``False``, ``True`` (every text encoder) or a tuple of
     text-encoder names; ``te_qtype``: the encoders' qtype, ``None`` when they follow ``qtype`` (or none is
-    quantized)."""
+    quantized); ``offload``: one of ``registry.OFFLOAD_MODES`` (``none``: every weight on the device)."""
 
     qtype: str
     quantize_te: bool | tuple[str, ...]
     fuse_qkv: bool
     batch_size: int
     te_qtype: str | None = None
+    offload: str = "none"
 
     @property
     def slug(self) -> str:
+        """The configuration in file names; ``offload`` only when not ``none``, so every name written before
+        the axis stays what it was."""
         te = f"qte{int(self.quantize_te)}" if isinstance(self.quantize_te, bool) else "qte-" + "-".join(self.quantize_te)
         mix = f"_te{self.te_qtype}" if self.te_qtype else ""
-        return f"{self.qtype}_{te}{mix}_fuse{int(self.fuse_qkv)}_bs{self.batch_size}"
+        off = f"_offload-{self.offload}" if self.offload != "none" else ""
+        return f"{self.qtype}_{te}{mix}_fuse{int(self.fuse_qkv)}_bs{self.batch_size}{off}"
 
     def encoders(self, model: str) -> list[str]:
         """The text encoders this configuration quantizes (their qtype: ``encoder_qtype``)."""
@@ -612,30 +626,36 @@ class Config:
 
 
 def config_of(row) -> Config:
-    """The ``Config`` of a record or an estimate row (an object with those attributes, or a dict)."""
+    """The ``Config`` of a record or an estimate row (an object with those attributes, or a dict). One
+    without ``offload`` (written before the axis, or an estimate row) is ``none``."""
     get = row.get if isinstance(row, Mapping) else lambda name, default=None: getattr(row, name, default)
     te = get("quantize_te")
     return Config(get("qtype"), te if isinstance(te, bool) else tuple(te), get("fuse_qkv"), get("batch_size"),
-                  get("te_qtype"))  # fmt: skip
+                  get("te_qtype"), get("offload", None) or "none")  # fmt: skip
 
 
 def configs(params: Params) -> list[Config]:
     """The grid in the order it runs (the parameters' order: ``none`` first by default). A configuration
-    that quantizes no encoder has no ``te_qtype``, so it appears once whatever ``te_qtypes`` holds."""
+    that quantizes no encoder has no ``te_qtype``, so it appears once whatever ``te_qtypes`` holds. ``offload``
+    is the innermost axis: a configuration's offload modes follow it."""
     out = {}
-    for bs, q, te, te_q, fuse in itertools.product(
+    for bs, q, te, te_q, fuse, offload in itertools.product(
         params["batch_sizes"], params["qtypes"], params["quantize_te"], params["te_qtypes"] or [None],
-        params["fuse_qkv"],
+        params["fuse_qkv"], params["offload"],
     ):  # fmt: skip
         te = te if isinstance(te, bool) else tuple(te)
-        c = Config(q, te, fuse, bs, te_q if te is not False else None)
+        c = Config(q, te, fuse, bs, te_q if te is not False else None, offload)
         out.setdefault(c, None)
     return list(out)
 
 
 def reference_of(config: Config) -> Config:
-    """The unquantized configuration a configuration's fidelity is measured against."""
-    return Config("none", False, config.fuse_qkv, config.batch_size)
+    """The configuration a configuration's fidelity is measured against: unquantized and not offloaded, with
+    the same fuse and batch size. Offloading moves weights, not arithmetic, so an offloaded configuration is
+    compared with the run that had every weight on the device: its fidelity then holds what quantization and
+    offloading together change (for an unquantized offloaded run, offloading alone: expected identical), on
+    the same scale as every other row of its section."""
+    return Config("none", False, config.fuse_qkv, config.batch_size, None, "none")
 
 
 assert [f.name for f in fields(Params)] == list(DEFAULTS), "Params has every parameter, in DEFAULTS' order"

@@ -100,10 +100,14 @@ def call_settings(params: Params) -> dict:
     return {**base, **extra}
 
 
-def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None, components: dict | None = None):
+def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None, components: dict | None = None,
+                  offload: bool = False):  # fmt: skip
     """Load through the same call a hub checkpoint uses, onto the device it runs on; safetensors only, never
     remote code.
     ``components``: modules already loaded (a GGUF transformer), passed to ``from_pretrained`` as they are.
+    ``offload``: for an offloading configuration (``device`` is then the CPU): every component is left where
+    ``from_pretrained`` puts it, as a diffusers user loads before ``enable_*_offload``: on the CPU, except what
+    bitsandbytes' quantizer places on the GPU itself; each offload mode moves the weights from there.
 
     Loading logs two warnings that do not apply here (transformers: image
     processors want torchvision, which no pipeline of ours uses; diffusers:
@@ -136,7 +140,8 @@ def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=
             **({"quantization_config": quantization_config} if quantization_config is not None else {}),
             **(components or {}),
         )
-        pipe = pipe.to(target)  # components passed in as they were (a GGUF transformer), and the CPU
+        if not offload:
+            pipe = pipe.to(target)  # components passed in as they were (a GGUF transformer), and the CPU
     finally:
         for lib, level, bar in zip((diffusers, transformers), levels, bars):
             lib.logging.set_verbosity(level)

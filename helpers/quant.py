@@ -15,8 +15,13 @@ class Rejected(Exception):
     """A library or the device refused this combination; the grid records it as ``skipped``."""
 
 
-def unsupported(backend: str, config: Config, device: str) -> str | None:
-    """Why this device or backend cannot run this configuration, or ``None`` (checked before anything loads)."""
+def unsupported(backend: str, config: Config, device: str, compile_mode: bool | str = False) -> str | None:
+    """Why this device or backend cannot run this configuration, or ``None`` (checked before anything loads).
+    Its offload mode first: on the CPU every offloading configuration is skipped for that one reason."""
+    from . import offload
+
+    if reason := offload.unsupported(backend, config, device, compile_mode):
+        return reason
     b = backend_module(backend)
     encoder_qtype = config.encoder_qtype if config.quantize_te else "none"
     for qtype, fuse in ((config.qtype, config.fuse_qkv), (encoder_qtype, False)):  # encoders are never fused

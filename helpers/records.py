@@ -23,8 +23,11 @@ STATUSES = ("ok", "error", "skipped")
 CONFIG_FIELDS = (
     "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "te_qtype",
     "fuse_qkv", "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed",
-    "warmup", "repeats", "quality_metrics", "backend", "compile", "threads", "gpu", "compute_capability",
+    "warmup", "repeats", "quality_metrics", "backend", "compile", "threads", "gpu", "compute_capability", "offload",
 )  # fmt: skip
+# Identity fields a key leaves out at their default value: the configurations and records that existed before
+# the field have the key (and the output file names) they had then. A record without the field loads at it.
+KEY_DEFAULTS = {"offload": "none"}
 # The hardware half of the identity: on CUDA the GPU model and its compute capability, None on the CPU (so a
 # record written before these fields existed keeps its identity). A figure never meets another GPU's.
 HARDWARE_FIELDS = ("gpu", "compute_capability")
@@ -63,6 +66,7 @@ class Record:
     max_sequence_length: int | None = None  # text tokens; None: the pipeline's own default
     te_qtype: str | None = None  # the text encoders' qtype; None: qtype's (or no encoder quantized)
     threads: int | None = None  # the threads parameter: CPU threads torch was given; None: its default
+    offload: str = "none"  # registry.OFFLOAD_MODES: where the weights waited between uses (none: on the device)
     gpu: str | None = None  # CUDA: the GPU model (torch.cuda.get_device_name); None on the CPU
     compute_capability: str | None = None  # CUDA: "9.0" for an H100; None on the CPU
     # outcome
@@ -80,6 +84,12 @@ class Record:
     peak_reserved_gb: float | None = None  # CUDA: max_memory_reserved during the call (CUDA graphs included)
     peak_device_used_gb: float | None = None  # CUDA: the highest NVML used memory seen during the call
     host_peak_gb: float | None = None  # the process's peak resident host memory over the whole configuration
+    # The fixed-seed call by phase ("encode", "denoise", "decode"): the allocated peak of each, weights included.
+    # CUDA: max_memory_allocated, the peak stats reset at each boundary; CPU: memory_gb plus the live tensor
+    # storages the call made (measure.LiveBytes, the estimate's own count). Reserved: CUDA only.
+    phase_peak_gb: dict | None = None
+    phase_peak_reserved_gb: dict | None = None
+    peak_phase: str | None = None  # the phase with the highest phase_peak_gb
     latency_s: float | None = None
     latency_min_s: float | None = None
     latency_max_s: float | None = None
@@ -167,8 +177,11 @@ def qtype_label(qtype: str, te_qtype: str | None = None, quantize_te: bool | lis
 
 def labels(r: "Record") -> tuple[str, str, str]:
     """A record's three configuration columns as the tables show them: Quantization, Quantize TE, Fuse QKV.
-    A ``suspect`` configuration says so in its Quantization, wherever it is shown."""
+    A ``suspect`` configuration says so in its Quantization, wherever it is shown, and an offloaded one names
+    its offload mode there."""
     quantization = qtype_label(r.qtype, r.te_qtype, r.quantize_te) + (f" ({SUSPECT})" if suspect(r) else "")
+    if r.offload != "none":  # the same quantization with its weights offloaded is another row
+        quantization += f", offload {r.offload}"
     return quantization, te_label(r.model, r.quantize_te), yes_no(r.fuse_qkv)
 
 
@@ -197,7 +210,13 @@ def suspect(r: "Record") -> str | None:
 
 
 def config_key(config: dict) -> str:
-    return json.dumps({name: config[name] for name in CONFIG_FIELDS}, sort_keys=True)
+    """The identity as one string: every ``CONFIG_FIELDS`` value, less those at their ``KEY_DEFAULTS``."""
+    key = {}
+    for name in CONFIG_FIELDS:
+        value = config.get(name, KEY_DEFAULTS[name]) if name in KEY_DEFAULTS else config[name]
+        if name not in KEY_DEFAULTS or value != KEY_DEFAULTS[name]:
+            key[name] = value
+    return json.dumps(key, sort_keys=True)
 
 
 def _versioned() -> tuple[str, ...]:

@@ -19,6 +19,10 @@ COMPILE_MODES = ("default", "max-autotune")  # or false: no torch.compile
 PRESETS = ("tiny", "full", "random-full")
 DEVICES = ("auto", "cpu", "cuda")
 EXECUTORS = ("inline", "ray")  # where each configuration runs: this process, or its own Ray worker process
+# Where the weights wait between uses (helpers/offload.py applies them, on CUDA only): none (all on the GPU) |
+# model (enable_model_cpu_offload) | group-block / group-leaf (enable_group_offload) | sequential
+# (enable_sequential_cpu_offload). "none" first: the default, and every record written before the axis.
+OFFLOAD_MODES = ("none", "model", "group-block", "group-leaf", "sequential")
 
 
 def _check(kind: str, name: str, choices) -> None:
@@ -52,6 +56,11 @@ def backend(name: str, qtype: str | None = None):
     if qtype is not None and qtype not in module.QTYPES:
         raise ValueError(f"unknown qtype {qtype!r} for backend {name!r}; valid choices: {', '.join(module.QTYPES)}")
     return module
+
+
+def bits_per_weight(backend_name: str, qtype: str) -> float:
+    """Bits a weight takes at ``qtype`` as the backend stores it, scales included (its module's ``BITS``)."""
+    return backend(backend_name, qtype).BITS[qtype]
 
 
 def torch_device(name: str) -> str:
