@@ -61,6 +61,27 @@ def _estimate(args) -> int:
     return 0
 
 
+def _fit(args) -> int:
+    from .fit import fit, format_json, format_table
+
+    overrides = P.load_params_file(args.params) if args.params else {}
+    params = P.validate({**overrides, "model": args.model, "dtype": args.dtype})
+    answer = fit(params, args.gpu_memory, args.host_memory, args.out_dir, args.preset)
+    print(format_json(answer) if args.format == "json" else format_table(answer))
+    return 0
+
+
+def _gib(text: str) -> float:
+    """An argparse type: GiB, a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB; valid values: more than 0") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} GiB; valid values: more than 0")
+    return value
+
+
 def _prepare(args) -> int:
     from .batch import prepare
 
@@ -155,6 +176,22 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--params", help="YAML file: the grid (qtypes, quantize_te, fuse_qkv, batch_sizes, exclude)")
     e.add_argument("--format", choices=("table", "json"), default="table")
     e.set_defaults(func=_estimate)
+
+    from .fit import GPU_MEMORY_HELP
+
+    f = sub.add_parser("fit", help="which configurations (and offload modes) are predicted to fit a GPU, best first")
+    f.add_argument("--model", choices=tuple(MODELS), required=True)
+    f.add_argument("--gpu-memory", type=_gib, required=True, metavar="GIB", help=GPU_MEMORY_HELP)
+    f.add_argument("--host-memory", type=_gib, metavar="GIB",
+                   help="host memory in GiB; given, a configuration must also fit it (offloading holds weights there)")
+    f.add_argument("--dtype", choices=DTYPES, default=P.DEFAULTS["dtype"], help="default: bf16")
+    f.add_argument("--params", help="YAML file: the grid (backend, qtypes, quantize_te, fuse_qkv, batch_sizes, exclude)")
+    f.add_argument("--out", dest="out_dir", default="outputs",
+                   help="where measured records are read (its results/; default: outputs)")
+    f.add_argument("--preset", choices=("full", "tiny"), default="full",
+                   help="the size predicted, and the records that count as measured (default: full)")
+    f.add_argument("--format", choices=("table", "json"), default="table")
+    f.set_defaults(func=_fit)
 
     n = sub.add_parser("notebook", help="write notebooks/<model>.ipynb from the one template (helpers/notebook.py)")
     n.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))

@@ -132,6 +132,7 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
     (its notebook draws both from the same records)."""
     from .estimate import predicted_gb
     from .figures import image_grid_path, section_of, tradeoff_path
+    from .fit import predictions as fit_predictions
 
     all_params = _update_manifest(out_dir, runs)
     sections = [grid_records(p) for p in all_params]
@@ -145,7 +146,8 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
         if any(r.status == "ok" for r in rows) and stale(tradeoff_path(out_dir, section_of(rows[0]))):
             tradeoff_chart(rows, out_dir, shared=True)
     predictions = [predicted_gb(p) for p in all_params]
-    return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions)]
+    fits = [fit_predictions(p) for p in all_params]  # every offload mode: the report's "What fits"
+    return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions, fits)]
 
 
 def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_dir: str | Path = ROOT / "params",
@@ -167,8 +169,11 @@ def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_di
 def _predict(runs: list[Run]) -> None:
     """The full-size memory predictions of the runs whose backend has them (cached on disk)."""
     from .estimate import predict_many
+    from .fit import offload_grids
 
-    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
+    # every offload mode too: the report's "What fits" reads those rows
+    predict_many([grid for run in runs if backend_module(run.params["backend"]).PREDICTED
+                  for grid in offload_grids(run.params)])  # fmt: skip
 
 
 def default_jobs(runs: list[Run]) -> int:

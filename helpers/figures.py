@@ -211,3 +211,60 @@ def tradeoff_chart(rows: list[Record], out_dir: str, shared: bool | None = None)
                   [_point_label(r) for r in ok])  # fmt: skip
     _save(fig, path, dpi=90)
     return fig
+
+
+def fits_path(out_dir: str, section: str) -> Path:
+    return Path(out_dir) / "charts" / f"{section}_fits.png"
+
+
+# One marker and colour per offload mode, in the order of their cost (fit.OFFLOAD_COST).
+_OFFLOAD_STYLE = {"none": ("o", "tab:blue"), "group-block": ("s", "tab:green"), "group-leaf": ("D", "tab:olive"),
+                  "model": ("^", "tab:orange"), "sequential": ("v", "tab:red")}  # fmt: skip
+
+
+def fits_chart(found, out_dir: str, cards=None):
+    """Each configuration's predicted peak GPU memory (peak reserved + the CUDA context), one marker per
+    offload mode, against the card sizes drawn as horizontal lines (``found``: ``fit.Predictions``).
+    Saved as ``charts/<section>_fits.png``; returns the figure, or ``None`` with a line saying why when
+    nothing is predicted (a notebook goes on)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    from .fit import CARDS_GB, Candidate, context_gb, offload_of
+
+    cards = CARDS_GB if cards is None else cards
+    cands = [Candidate(row, found.backend) for row in found.rows]
+    cands = [c for c in cands if c.needed_gb is not None]
+    if not cands:
+        print(f"No chart of what fits: {found.note or 'the estimate gives no peak for these configurations'}")
+        return None
+    names = list(dict.fromkeys(c.short_name() for c in cands))
+    fig = _shown_figure(figsize=(max(7.5, 0.45 * len(names) + 2.5), 5.2), dpi=90)
+    ax = fig.subplots()
+    modes = list(dict.fromkeys(offload_of(c.row) for c in cands))
+    for mode in modes:
+        marker, colour = _OFFLOAD_STYLE.get(mode, ("x", "black"))
+        points = [(names.index(c.short_name()), c.needed_gb) for c in cands if c.offload == mode]
+        ax.scatter([x for x, _ in points], [y for _, y in points], marker=marker, color=colour, s=36, zorder=3,
+                   label=f"offload {mode}")  # fmt: skip
+    low = min(min(c.needed_gb for c in cands), min(cards)) / 1.3
+    high = max(max(c.needed_gb for c in cands), max(cards)) * 1.3
+    ax.set_yscale("log")
+    ax.set_ylim(low, high)
+    for card in cards:
+        ax.axhline(card, color="grey", linestyle="--", linewidth=0.8, zorder=1)
+        ax.text(len(names) - 0.5, card, f" {card:g} GiB", va="center", ha="left", fontsize=8, color="dimgrey",
+                clip_on=False)  # fmt: skip
+    ax.yaxis.set_major_locator(FixedLocator(list(cards)))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_yticklabels([f"{card:g}" for card in cards])
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_ylabel(f"Predicted peak GPU memory (GiB, + {context_gb():.2f} CUDA context)")
+    ax.set_title(f"{found.model} {found.dtype}, {found.backend}: what fits which card ({found.preset} size, predicted)",
+                 fontsize=10)  # fmt: skip
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1), borderaxespad=0)
+    fig.tight_layout()
+    _save(fig, fits_path(out_dir, found.section), dpi=90)
+    return fig

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import image_grid_path, recommended, section_of, tradeoff_path
+from .figures import fits_chart, fits_path, image_grid_path, recommended, section_of, tradeoff_path
 from .params import Config, config_of
 from .records import SUSPECT, Record, identity_hardware, labels, suspect
 
@@ -222,7 +222,7 @@ th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
 th{background:#f3f3f3;cursor:pointer;user-select:none}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.na{color:#888;cursor:help}
-table.summary th{cursor:auto}
+table.summary th,table.fits th{cursor:auto}
 tr.failed td{background:#fde8e8}
 tr.skipped td{background:#fff6da}
 tr.suspect td{background:#fde8e8;font-style:italic}
@@ -230,6 +230,7 @@ tr.suspect td{background:#fde8e8;font-style:italic}
 code{overflow-wrap:anywhere}
 .mixed{background:#fde8e8;padding:.25rem .5rem}
 img{max-width:100%;height:auto;border:1px solid #ddd}
+table.fits td{font-size:.8rem;min-width:6rem}
 """
 
 # Sort a table by the clicked column (numbers numerically, blanks last); click again to reverse.
@@ -473,12 +474,49 @@ def _notes(rows: list[Record], sub: list[Record]) -> list[str]:
     ]
 
 
-def report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None) -> str:
-    """The summary first (with a table of contents), then each section in detail, then the environments.
+FITS_TEXT = (
+    "Per section and card, the best configuration predicted to fit the full-size checkpoint (nothing loaded: "
+    "<code>python -m helpers fit</code> lists them all, and what misses by how much): its predicted peak "
+    "reserved memory plus the CUDA context is at most the card's memory. A card is the GiB its driver reports "
+    "(an RTX 4090 reports 23.99, an H100 80GB 79.2), so a column at a card's nominal size overstates it by "
+    "that difference. Best: the highest measured SSIM to NONE among full-size records, else the most bits per "
+    "weight, then the cheapest offload mode (none, group offloading, model, sequential). A cell reads "
+    "<i>configuration, offload mode: GiB needed</i>."
+)
+
+
+def _fits_section(out_dir: str, sections: list[list[Record]], fits: list) -> list[str]:
+    """The "What fits" table (one row per section, one column per card) and each section's chart."""
+    from .fit import cards_frame
+
+    shown = [(rows, found) for rows, found in zip(sections, fits) if found is not None]
+    df = cards_frame([found for _, found in shown], [rows for rows, _ in shown])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>"
+                   for values in df.itertuples(index=False))  # fmt: skip
+    parts = ['<h2 id="what-fits">What fits</h2>', f"<p>{FITS_TEXT}</p>",
+             f'<div class="table-wrap"><table class="fits"><thead><tr>{head}</tr></thead>'
+             f"<tbody>{body}</tbody></table></div>"]  # fmt: skip
+    for _, found in shown:
+        notes = [found.note] if found.note else []
+        if not notes and any(row.get("peak_reserved_gb") is not None for row in found.rows):
+            fits_chart(found, out_dir)
+        parts.append(_embedded_png(fits_path(out_dir, found.section),
+                                   f"What fits chart of {found.model} {found.dtype} ({found.backend}): each "
+                                   "configuration's predicted peak GPU memory per offload mode, against the card "
+                                   "sizes as horizontal lines" + "".join(f" ({n})" for n in notes)))  # fmt: skip
+    return parts
+
+
+def report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None,
+                fits: list | None = None) -> str:  # fmt: skip
+    """The summary first (with a table of contents), then what fits, each section in detail, the environments.
 
     ``predictions``, one per section (or ``None``): ``estimate.predicted_gb`` of its model and dtype.
+    ``fits``, one per section (or ``None``): ``fit.predictions`` of its grid, every offload mode.
     """
     predictions = predictions or [None] * len(sections)
+    fits = fits if fits and any(f is not None for f in fits) else None
     environments: dict[tuple, tuple[str, Record]] = {}  # key -> (label, a record measured there)
     blocks = []
     for rows, predicted in zip(sections, predictions):
@@ -510,7 +548,8 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
         "full-size checkpoint will hold, predicted from its architecture (<code>python -m helpers estimate</code>). "
         "A figure shown as n/a does not apply or says nothing here: hover it for why.</p>",
         '<nav class="toc"><b>Contents</b><ul><li><a href="#summary">Summary</a></li>'
-        f'{contents}<li><a href="#environments">Environments</a></li></ul></nav>',
+        + ('<li><a href="#what-fits">What fits</a></li>' if fits else "")
+        + f'{contents}<li><a href="#environments">Environments</a></li></ul></nav>',
         '<h2 id="summary">Summary</h2>',
         "<p>Per section, the recommended configurations: no other uses less memory and less time. "
         f"Savings are against {BASELINE} in the same section; a negative latency change is faster.</p>",
@@ -519,6 +558,8 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
         parts += [f'<h3><a href="#{anchor}">{html.escape(name)}</a> '
                   f'<span class="env">(environment {_environment_links(labels)})</span></h3>',
                   *_notes(rows, sub), _summary(sub, predicted)]  # fmt: skip
+    if fits:
+        parts += _fits_section(out_dir, sections, fits)
     for anchor, name, rows, sub, predicted, section, labels in blocks:
         parts += [
             f'<h2 id="{anchor}">{html.escape(name)}</h2>',
@@ -542,7 +583,8 @@ def report_html(out_dir: str, sections: list[list[Record]], predictions: list[di
     return "\n".join(parts)
 
 
-def write_report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None) -> Path:
+def write_report_html(out_dir: str, sections: list[list[Record]], predictions: list[dict | None] | None = None,
+                      fits: list | None = None) -> Path:  # fmt: skip
     path = Path(out_dir) / "report.html"
-    path.write_text(report_html(out_dir, sections, predictions), encoding="utf-8")
+    path.write_text(report_html(out_dir, sections, predictions, fits), encoding="utf-8")
     return path

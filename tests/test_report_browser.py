@@ -158,3 +158,39 @@ def test_markdown_tables_keep_five_cells_with_markup_prompt(built_evil):
         cells = re.split(r"(?<!\\)\|", line)[1:-1]  # unescaped pipes only
         assert len(cells) == len(report.COLUMNS), line
     assert "<script>" not in md
+
+
+def _fits_row(qtype, offload, peak, te_qtype=None):
+    return dict(model="pixart", dtype="bf16", qtype=qtype, quantize_te=te_qtype is not None, te_qtype=te_qtype,
+                fuse_qkv=te_qtype is not None, batch_size=1, offload=offload, memory_gb=peak, loaded_reserved_gb=peak,
+                peak_allocated_gb=peak, peak_reserved_gb=peak, peak_phase="denoise", host_gb=30.0)  # fmt: skip
+
+
+def test_what_fits_table_and_chart_fit_the_page(open_report, built):
+    """The report's "What fits" (estimate rows built by hand in the estimate's form, the longest cell text a
+    mixed-qtype configuration gives): a table per card and a chart, at 1280 px without scrolling sideways."""
+    from helpers import fit
+
+    rows, path = built
+    found = fit.Predictions("pixart", "bf16", "quanto", "full", [
+        _fits_row("none", "none", 21.0), _fits_row("none", "group-block", 9.0), _fits_row("none", "sequential", 3.2),
+        _fits_row("int8", "none", 12.5), _fits_row("int8", "group-leaf", 7.1),
+        _fits_row("int8", "none", 10.4, te_qtype="int4"), _fits_row("int8", "group-block", 6.0, te_qtype="int4"),
+    ])  # fmt: skip
+    target = path.with_name("report-fits.html")
+    target.write_text(report.report_html(str(path.parent), [rows], fits=[found]), encoding="utf-8")
+    page, problems = open_report(target)
+
+    assert page.locator("nav.toc a[href='#what-fits']").count() == 1 and page.locator("#what-fits").count() == 1
+    heads = page.locator("table.fits thead th").all_inner_texts()
+    assert heads == ["Section"] + [f"{card} GiB" for card in fit.CARDS_GB]
+    cells = page.locator("table.fits tbody td").all_inner_texts()
+    assert cells[0] == "pixart bf16" and all("GiB" in c for c in cells[1:]), cells
+    chart = page.locator("img[alt^='What fits chart of pixart bf16']")
+    assert chart.count() == 1 and chart.evaluate("i => i.complete && i.naturalWidth > 0")
+
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
+    assert page.eval_on_selector("table.fits", "t => t.scrollWidth <= t.parentElement.clientWidth"), \
+        "the What fits table scrolls in its box"  # fmt: skip
+    assert chart.bounding_box()["width"] <= 1280
+    assert problems == {"console": [], "pageerror": [], "dialog": []}

@@ -3,6 +3,9 @@
 NAME = "bnb"
 PACKAGE = "bitsandbytes"
 QTYPES = ("none", "nf4", "int8")
+# Bits a weight takes as stored, scales included (fit ranks by it): nf4 blocks of 64 with a float32 absmax
+# (no double quantization here); LLM.int8 a scale per row.
+BITS = {"none": 16, "nf4": 4.5, "int8": 8}
 PREDICTED = False  # the estimate says so rather than guess
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 FUSE_REASON = ("the bnb backend cannot fuse QKV: diffusers' fuse_qkv_projections makes a plain Linear in its "

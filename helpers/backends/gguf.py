@@ -17,6 +17,8 @@ NAME = "gguf"
 PACKAGE = "gguf"
 # The block types the gguf package can write in Python and diffusers can read (K-quants: read only).
 QTYPES = ("none", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+# Bits a weight takes as stored (fit ranks by it): ggml's blocks of 32 weights, 34 / 24 / 22 / 20 / 18 bytes.
+BITS = {"none": 16, "q8_0": 8.5, "q5_1": 6.0, "q5_0": 5.5, "q4_1": 5.0, "q4_0": 4.5}
 PREDICTED = True
 TEXT_ENCODERS = False
 TE_REASON = "the gguf backend quantizes the transformer only: diffusers loads GGUF for diffusers models"

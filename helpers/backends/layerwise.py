@@ -19,6 +19,7 @@ embeddings alone (see ``after_load``).
 NAME = "layerwise"
 PACKAGE = "diffusers"
 QTYPES = ("none", "fp8e4m3", "fp8e5m2")
+BITS = {"none": 16, "fp8e4m3": 8, "fp8e5m2": 8}  # bits a weight is stored in (fit ranks by it)
 PREDICTED = True
 TEXT_ENCODERS = True
 

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 NAME = "quanto"
 PACKAGE = "optimum-quanto"
 QTYPES = ("none", "int8", "fp8", "int4")
+# Bits a transformer weight takes as stored, scales included (fit ranks by it): int8 / fp8 one scale per
+# output channel; int4 groups of 128 with a 16-bit scale and shift each.
+BITS = {"none": 16, "int8": 8, "fp8": 8, "int4": 4.25}
 PREDICTED = True
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 FP8_NOTE = ("quanto fp8 on CUDA: weights kept as WeightQBytesTensor (dequantized, then matmul), not quanto's "

@@ -21,6 +21,9 @@ in ``notes``.
 NAME = "torchao"
 PACKAGE = "torchao"
 QTYPES = ("none", "int8wo", "int8dq", "fp8wo", "fp8dq", "int4wo")
+# Bits a weight takes as stored, scales included (fit ranks by it): int8 / fp8 a scale per row; int4wo
+# groups of 128 with a 16-bit scale and zero point each.
+BITS = {"none": 16, "int8wo": 8, "int8dq": 8, "fp8wo": 8, "fp8dq": 8, "int4wo": 4.25}
 PREDICTED = True
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 INT4_NOTES = {
