@@ -88,11 +88,15 @@ def offload_grids(params: Params) -> list[Params]:
 def predictions(params: Params, preset: str = "full") -> Predictions:
     """The estimate's rows for ``params``' grid with every offload mode (``estimate.predict``, cached on
     disk), at ``preset``'s size (full: the checkpoint, as the report's predicted columns)."""
+    import inspect
+
     from .estimate import NotPredicted, predict
 
     out = Predictions(params["model"], params["dtype"], params["backend"], preset)
+    # the peak figures, where the estimate computes them only when asked
+    phases = {"phases": True} if "phases" in inspect.signature(predict).parameters else {}
     try:
-        rows = [row for grid in offload_grids(params) for row in predict(grid, preset)]
+        rows = [row for grid in offload_grids(params) for row in predict(grid, preset, **phases)]
     except NotPredicted as e:
         out.note = str(e)
         return out
@@ -359,6 +363,15 @@ def _cells(c: Candidate, last: str) -> list[str]:
             c.row.get("peak_phase") or "", _gib(c.host_gb), last, c.measured_text()]  # fmt: skip
 
 
+def _why_unknown(c: Candidate) -> str:
+    """Why a configuration has no verdict: the estimate's note, and the allocated peak where it gave one."""
+    allocated = c.row.get("peak_allocated_gb")
+    also = "" if allocated is None else f" (peak allocated {allocated + context_gb():.2f} GiB with the context)"
+    if c.needed_gb is None:
+        return (c.row.get("note") or "the estimate gives no peak reserved memory for it") + also
+    return "the estimate gives no host memory for it"
+
+
 def format_table(a: Answer) -> str:
     """The answer as text: its first line is the best configuration that fits (or says none does)."""
     head = ["Quantization", "Quantize TE", "Fuse QKV", "Batch", "Offload", "Bits", "GPU (GiB)", "Peak in",
@@ -383,7 +396,7 @@ def format_table(a: Answer) -> str:
                          for c in a.misses])  # fmt: skip
     if a.unknown:
         lines += ["", f"{len(a.unknown)} not predicted:"]
-        lines += [f"  {c.name()}: {c.row.get('note') or 'the estimate gives no peak for it'}" for c in a.unknown]
+        lines += [f"  {c.name()}: {_why_unknown(c)}" for c in a.unknown]
     return "\n".join(lines)
 
 
