@@ -169,11 +169,8 @@ def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_di
 def _predict(runs: list[Run]) -> None:
     """The full-size memory predictions of the runs whose backend has them (cached on disk)."""
     from .estimate import predict_many
-    from .fit import offload_grids
 
-    # every offload mode too: the report's "What fits" reads those rows
-    predict_many([grid for run in runs if backend_module(run.params["backend"]).PREDICTED
-                  for grid in offload_grids(run.params)])  # fmt: skip
+    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
 
 
 def default_jobs(runs: list[Run]) -> int:
