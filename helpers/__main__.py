@@ -53,7 +53,7 @@ def _estimate(args) -> int:
 
     overrides = P.load_params_file(args.params) if args.params else {}
     jobs = [P.validate({**overrides, "model": m, "dtype": d}) for m in args.model for d in args.dtype]
-    outputs = predict_many(jobs, preset=args.preset)
+    outputs = predict_many(jobs, preset=args.preset, phases=True)
     if args.format == "json":
         print(json.dumps([row for rows in outputs for row in rows], indent=1))
     else:
@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))
     e.add_argument("--dtype", nargs="+", choices=DTYPES, default=[P.DEFAULTS["dtype"]], help="default: bf16")
     e.add_argument("--preset", choices=("full", "tiny"), default="full")
-    e.add_argument("--params", help="YAML file: the grid (qtypes, quantize_te, fuse_qkv, batch_sizes, exclude)")
+    e.add_argument("--params", help="YAML file: the grid (qtypes, quantize_te, fuse_qkv, batch_sizes, exclude, "
+                   "offload) and the call its peaks are predicted for (height, width, steps, guidance_scale, "
+                   "max_sequence_length)")  # fmt: skip
     e.add_argument("--format", choices=("table", "json"), default="table")
     e.set_defaults(func=_estimate)
 

@@ -146,7 +146,7 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
         if any(r.status == "ok" for r in rows) and stale(tradeoff_path(out_dir, section_of(rows[0]))):
             tradeoff_chart(rows, out_dir, shared=True)
     predictions = [predicted_gb(p) for p in all_params]
-    fits = [fit_predictions(p) for p in all_params]  # every offload mode: the report's "What fits"
+    fits = [fit_predictions(p, cached=True) for p in all_params]  # every offload mode: the report's "What fits"
     return [write_results_markdown(out_dir, sections), write_report_html(out_dir, sections, predictions, fits)]
 
 

@@ -136,3 +136,35 @@ def materialize(module: torch.nn.Module, device: str, generator: torch.Generator
         for name, b in list(sub._buffers.items()):
             if b is not None:
                 sub._buffers[name] = b.to(device)
+
+
+def _fake(t: torch.Tensor, mode, device: torch.device) -> torch.Tensor:
+    """A fake tensor on ``device`` with ``t``'s shape, dtype and strides (a meta tensor); a quantized
+    subclass is rebuilt around fake inner tensors (``__tensor_flatten__`` / ``__tensor_unflatten__``)."""
+    from torch._subclasses.fake_tensor import FakeTensorConverter
+
+    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        names, context = t.__tensor_flatten__()
+        inner = {name: _fake(getattr(t, name), mode, device) for name in names}
+        return type(t).__tensor_unflatten__(inner, context, t.size(), t.stride())
+    return FakeTensorConverter().from_meta_and_device(mode, t, device)
+
+
+def to_fake(module: torch.nn.Module, mode, device: str = "cpu") -> torch.nn.Module:
+    """Make a module built on the meta device (and quantized there) runnable: every meta parameter and buffer
+    becomes a fake tensor (``torch._subclasses.FakeTensorMode``) on ``device``, which operations accept and
+    give shapes, dtypes and storages for, with no memory behind them. A shared parameter stays shared."""
+    target = torch.device(device)
+    done: dict[int, torch.nn.Parameter] = {}
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is None:
+                continue
+            if id(p) not in done:
+                data = p.data if type(p) is torch.nn.Parameter else p
+                done[id(p)] = torch.nn.Parameter(_fake(data, mode, target), requires_grad=False)
+            sub._parameters[name] = done[id(p)]
+        for name, b in list(sub._buffers.items()):
+            if b is not None and b.device.type == "meta":
+                sub._buffers[name] = _fake(b, mode, target)
+    return module

@@ -70,7 +70,7 @@ class NotPredicted(Exception):
     """The estimate does not reproduce this backend or quantization (it says so rather than guess)."""
 
 
-def estimate(model: str, dtype: str, params: Params, components: dict[str, Component]) -> list[dict]:
+def estimate(model: str, dtype: str, params: Params, components: dict[str, Component], phases: bool = False) -> list[dict]:
     """One row per configuration of the grid in ``params``: predicted bytes per component and in all.
 
     A component's bytes depend only on what is done to it (the transformer: qtype
@@ -84,6 +84,7 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
     if not hooks.PREDICTED:
         raise NotPredicted(f"the estimate covers {', '.join(n for n, b in BACKEND_MODULES.items() if b.PREDICTED)}, not {backend!r}")
     cache: dict[tuple, tuple[int, int]] = {}
+    traces: dict = {}
 
     def variant(name: str, qtype: str, fuse: bool) -> tuple[int, int]:
         key = (name, qtype, fuse)
@@ -120,21 +121,56 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
                 else:
                     parts[name] = variant(name, "none", False)
         except Exception as e:  # noqa: BLE001 - e.g. torchao fp8dq / int4wo need CUDA to quantize at all
-            rows.append(dict(model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.as_given(), te_qtype=c.te_qtype,
-                             fuse_qkv=c.fuse_qkv, batch_size=c.batch_size, memory_bytes=None, memory_gb=None,
+            rows.append(dict(**(_NO_PHASES if phases else {}), model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.as_given(), te_qtype=c.te_qtype,
+                             fuse_qkv=c.fuse_qkv, batch_size=c.batch_size, offload=c.offload, memory_bytes=None, memory_gb=None,
                              components={}, parameters={},
                              note=f"not predicted: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))  # fmt: skip
             continue
         total = sum(b for b, _ in parts.values())
-        rows.append(
-            dict(
-                model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.as_given(), te_qtype=c.te_qtype, fuse_qkv=c.fuse_qkv,
-                batch_size=c.batch_size, memory_bytes=total, memory_gb=total / GB,
-                components={n: b for n, (b, _) in parts.items()},
-                parameters={n: p for n, (_, p) in parts.items()},
-            )  # fmt: skip
-        )
+        row = dict(
+            model=model, dtype=dtype, qtype=c.qtype, quantize_te=c.as_given(), te_qtype=c.te_qtype, fuse_qkv=c.fuse_qkv,
+            batch_size=c.batch_size, offload=c.offload, memory_bytes=total, memory_gb=total / GB,
+            components={n: b for n, (b, _) in parts.items()},
+            parameters={n: p for n, (_, p) in parts.items()},
+        )  # fmt: skip
+        if phases:
+            row.update(_phase_fields(model, dtype, params, components, c, total, traces))
+        rows.append(row)
     return rows
+
+
+_NO_PHASES = dict(loaded_reserved_gb=None, peak_allocated_gb=None, peak_reserved_gb=None, peak_phase=None,
+                  host_gb=None, phases={}, phase_live_bytes={})
+
+
+def _phase_fields(model, dtype, params, components, c: Config, total: int, traces: dict) -> dict:
+    """The phase figures of one configuration (see "Phases" below); a trace serves every offload mode."""
+    import dataclasses
+
+    key = dataclasses.replace(c, offload="none")
+    try:
+        if key not in traces:
+            trace = phase_trace(model, dtype, params, components, key)
+            traces[key] = (trace, _replay(trace))
+        trace, replayed = traces[key]
+    except Exception as e:  # noqa: BLE001 - a configuration whose call cannot run on fake tensors says why
+        return dict(_NO_PHASES, note=f"phases not predicted: {type(e).__name__}: {str(e).splitlines()[0][:200]}")  # fmt: skip
+    weights = sum(trace["weights"].values())
+    gpu = offload_gpu_bytes(c.offload, trace, trace["largest_leaf"])
+    if gpu is None:
+        by_phase = {p: {"allocated_gb": a / GB, "reserved_gb": r / GB} for p, (a, r) in replayed["phases"].items()}
+        peak_allocated, peak_reserved = replayed["peak_allocated"] / GB, replayed["peak_reserved"] / GB
+    else:
+        by_phase = {p: {"allocated_gb": a / GB, "reserved_gb": None} for p, a in gpu.items()}
+        peak_allocated, peak_reserved = max(gpu.values()) / GB, None
+    return dict(
+        loaded_reserved_gb=replayed["loaded_reserved"] / GB if gpu is None else None,
+        peak_allocated_gb=peak_allocated, peak_reserved_gb=peak_reserved,
+        peak_phase=max(by_phase, key=lambda p: by_phase[p]["allocated_gb"]) if by_phase else None,
+        host_gb=0.0 if c.offload == "none" else weights / GB,
+        phases=by_phase,
+        phase_live_bytes=dict(trace["live"]),  # the CPU's count: memory_bytes + these = the CPU's phase peaks
+    )  # fmt: skip
 
 
 def components_for(model: str, preset: str) -> dict[str, Component]:
@@ -148,33 +184,22 @@ def components_for(model: str, preset: str) -> dict[str, Component]:
     raise ValueError(f"unknown preset {preset!r} for an estimate; valid choices: full, tiny")
 
 
-def predict(params: Params, preset: str = "full") -> list[dict]:
+def predict(params: Params, preset: str = "full", phases: bool | str = False) -> list[dict]:
     """``estimate`` for the grid of ``params`` (its model and dtype), cached on disk.
+
+    ``phases``: also the peak figures (see "Phases" below; at full size a minute or more per grid on this
+    CPU); ``"cached"``: them where a run of ``estimate`` or ``fit`` has cached them, else the weights alone
+    (what a notebook and the report read: building them must not wait for minutes of fake calls).
 
     The cache key holds everything the result depends on: the architectures, the
     grid, ``exclude`` and the library versions.
     """
-    import hashlib
-
-    from .paths import cache_dir
-    from .records import library_versions
-
-    model, dtype = params["model"], params["dtype"]
-    components = components_for(model, preset)
-    grid_keys = ("qtypes", "quantize_te", "te_qtypes", "fuse_qkv", "batch_sizes", "exclude")
-    key_data = {
-        "components": {n: vars(c) for n, c in components.items()},
-        "dtype": dtype,
-        "grid": {k: params[k] for k in grid_keys},
-        "backend": params["backend"],
-        "rule": _source_hash(backend_module(params["backend"])),
-        "versions": library_versions(),
-    }
-    digest = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_dir() / "estimates" / f"{model}_{dtype}_{preset}_{digest}.json"
+    if phases == "cached":
+        return predict(params, preset, _cache_path(params, preset, True).is_file())
+    path = _cache_path(params, preset, bool(phases))
     if path.is_file():
         return json.loads(path.read_text())
-    rows = estimate(model, dtype, params, components)
+    rows = estimate(params["model"], params["dtype"], params, components_for(params["model"], preset), bool(phases))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows))
@@ -204,11 +229,20 @@ def format_table(rows: list[dict]) -> str:
     """The grid's predictions and, below, each component's parameters and bytes (unquantized)."""
     first = next((r for r in rows if r["memory_gb"] is not None), rows[0])
     names = list(first["components"])
-    head = ["Quantization", "Quantize TE", "Fuse QKV", "Batch", "Memory (GB)"] + [f"{n} (GB)" for n in names]
+    phased = "peak_reserved_gb" in first
+    extra = ["Offload", "Loaded reserved (GB)", "Peak allocated (GB)", "Peak reserved (GB)", "Peak phase", "Host (GB)"]
+    head = ["Quantization", "Quantize TE", "Fuse QKV", "Batch", "Memory (GB)"] + (extra if phased else []) + [
+        f"{n} (GB)" for n in names]  # fmt: skip
+
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
     lines = [f"Predicted memory: {first['model']} {first['dtype']} (no weights loaded; GB = bytes / 1024**3)", ""]
     table = [head] + [
         [qtype_label(r["qtype"], r["te_qtype"], r["quantize_te"]), te_label(r["model"], r["quantize_te"]), yes_no(r["fuse_qkv"]),
-         str(r["batch_size"]), f"{r['memory_gb']:.3f}" if r["memory_gb"] is not None else "n/a"]
+         str(r["batch_size"]), num(r["memory_gb"])]
+        + ([r.get("offload", "none"), num(r["loaded_reserved_gb"]), num(r["peak_allocated_gb"]), num(r["peak_reserved_gb"]),
+            r["peak_phase"] or "n/a", num(r["host_gb"])] if phased else [])
         + [f"{r['components'][n] / GB:.3f}" if n in r["components"] else "n/a" for n in names]
         for r in rows
     ]  # fmt: skip
@@ -227,18 +261,223 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _predict_job(job: tuple[dict, str]) -> list[dict]:
-    params, preset = job
-    return predict(params, preset)
+def _cache_path(params: Params, preset: str, phases: bool):
+    """Where ``predict`` keeps its rows: a hash of everything they depend on (the architectures, the grid,
+    ``exclude``, the backend's rule, the library versions; with the phases, the call and the tracker's code)."""
+    import hashlib
+
+    from .paths import cache_dir
+    from .records import library_versions
+
+    model, dtype = params["model"], params["dtype"]
+    grid_keys = ("qtypes", "quantize_te", "te_qtypes", "fuse_qkv", "batch_sizes", "exclude", "offload")
+    if phases:  # the call is part of what a phase needs
+        grid_keys += ("steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed")
+    key_data = {
+        "components": {n: vars(c) for n, c in components_for(model, preset).items()},
+        "dtype": dtype,
+        "grid": {k: params[k] for k in grid_keys},
+        "backend": params["backend"],
+        "rule": _source_hash(backend_module(params["backend"])),
+        "versions": library_versions(),
+        **({"tracker": [_source_hash(m) for m in _phase_sources()]} if phases else {}),
+    }
+    digest = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_dir() / "estimates" / f"{model}_{dtype}_{preset}_{digest}{'_phases' if phases else ''}.json"
 
 
-def predict_many(params_list: list[dict], preset: str = "full") -> list[list[dict]]:
+def _predict_job(job: tuple[dict, str, bool]) -> list[dict]:
+    params, preset, phases = job
+    return predict(params, preset, phases)
+
+
+def predict_many(params_list: list[dict], preset: str = "full", phases: bool = False) -> list[list[dict]]:
     """``predict`` for several models / dtypes, one process per CPU core (each is CPU-bound Python)."""
     import os
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(len(params_list), os.cpu_count() or 1)
     if workers <= 1:
-        return [predict(p, preset) for p in params_list]
+        return [predict(p, preset, phases) for p in params_list]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_predict_job, [(p, preset) for p in params_list]))
+        return list(pool.map(_predict_job, [(p, preset, phases) for p in params_list]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Phases: what one call needs on top of the weights, and what the CUDA caching allocator reserves for it.
+#
+# Each configuration's pipeline is built as above (meta device, dtypes, fuse, the backend's own quantization),
+# its tensors made fake (components.to_fake: shapes and storages, no memory), and called once with the
+# configuration's height, width, batch size, guidance and max_sequence_length, under measure.LiveBytes, the
+# tracker that measures the CPU's phases: the same count on the same operations. Two denoising steps at most:
+# a multistep scheduler (PixArt's DPM-Solver++) keeps one earlier model output from the second step on, and
+# every later step repeats the second. The trace, in order (the weights loading, then the storages the call
+# creates and frees, with each component's entry), is replayed through allocator.CachingAllocator, the model
+# of torch's CUDA caching allocator, as measure.measure runs a configuration: load; the warm-up and timed
+# calls; empty_cache and a reset of the peak stats; the fixed-seed call. Not seen, hence not predicted: kernel
+# scratch memory (cuBLAS, cuDNN and attention workspaces), the CUDA context, and a CUDA kernel that makes
+# other tensors than the CPU's for the same operation.
+#
+# Loading, by the backend's QUANTIZES: "after-load" (quanto, layerwise) loads every weight unquantized, then
+# quantizes module by module (the quantized weight is made, then the unquantized one freed); "load"
+# (torchao, bitsandbytes) does the same weight by weight as it loads; "file" (GGUF) loads the quantized
+# tensors as they are. Weights load in module order (safetensors and from_pretrained go through the state
+# dict, which is module order).
+# ---------------------------------------------------------------------------------------------------------
+
+PHASE_STEPS = 2
+# The CUDA context (the driver's and the kernels' images, cuBLAS handles) is not the caching allocator's and
+# is not predicted: 0 here, and `fit` says so. A GPU record measures it: device_used_gb - memory_reserved_gb.
+CUDA_CONTEXT_GB = 0.0
+
+
+def _tensors_by_module(module) -> dict[str, list[int]]:
+    """Each module's own parameters and buffers, as the bytes of the plain tensors behind them."""
+    from .measure import _plain_tensors
+
+    seen: set[int] = set()
+    out: dict[str, list[int]] = {}
+    for name, sub in module.named_modules():
+        sizes = []
+        for t in [*sub._parameters.values(), *sub._buffers.values()]:
+            if t is None or id(t) in seen:
+                continue
+            seen.add(id(t))
+            sizes += [p.untyped_storage().nbytes() for p in _plain_tensors(t)]
+        if sizes:
+            out[name] = sizes
+    return out
+
+
+def _phase_sources():
+    """The modules a phase prediction depends on: a change to any of them is not served a stale one."""
+    import sys
+
+    from . import allocator, measure
+
+    return [allocator, measure, sys.modules[__name__]]
+
+
+def _load_events(component: str, plain: dict[str, list[int]], quantized: dict[str, list[int]] | None,
+                 when: str) -> list[tuple]:  # fmt: skip
+    """Mallocs and frees of one component's loading, by the backend's ``QUANTIZES`` (see above)."""
+    events: list[tuple] = []
+
+    def put(kind, sizes, name):
+        keys = [(component, kind, name, i) for i in range(len(sizes))]
+        events.extend(("malloc", k, n) for k, n in zip(keys, sizes))
+        return keys
+
+    def drop(keys):
+        events.extend(("free", k) for k in keys)
+
+    if quantized is None or when == "file":
+        for name, sizes in (quantized or plain).items():
+            put("w", sizes, name)
+        return events
+    names = list(plain) + [n for n in quantized if n not in plain]
+    if when == "load":
+        for name in names:
+            old = put("p", plain.get(name, []), name)
+            put("w", quantized.get(name, []), name)
+            drop(old)
+        return events
+    olds = {name: put("p", sizes, name) for name, sizes in plain.items()}
+    for name in names:
+        put("w", quantized.get(name, []), name)
+        drop(olds.get(name, []))
+    return events
+
+
+def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Component], config: Config) -> dict:
+    """One configuration's fake call: its live bytes by phase, the weights by component, and the events."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from . import tiny
+    from .components import to_fake
+    from .measure import step_hook, traced_call
+    from .pipelines import call_settings
+    from .registry import pipeline_class
+
+    hooks = backend_module(params["backend"])
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    modules, load, weights, leaf = {}, [], {}, 0
+    for name, component in components.items():
+        qtype, fuse, transformer = "none", False, name == "transformer"
+        if transformer:
+            qtype, fuse = config.qtype, config.fuse_qkv
+        elif name in config.encoders(model):
+            qtype = config.encoder_qtype
+        module = build_on_meta(component, dtype)
+        if fuse:
+            module.fuse_qkv_projections()
+        plain = _tensors_by_module(module) if qtype != "none" else None
+        hooks.on_meta(module, qtype, params["exclude"] if transformer else [], transformer, fuse)
+        quantized = _tensors_by_module(module)
+        load += _load_events(name, plain or quantized, quantized if plain else None, hooks.QUANTIZES)
+        weights[name] = sum(sum(v) for v in quantized.values())
+        leaf = max(leaf, max((sum(v) for k, v in quantized.items() if not any(True for _ in module.get_submodule(k).children())), default=0))
+        modules[name] = to_fake(module, mode)
+    pipe = pipeline_class(model)(**modules, **tiny.tokenizers(components), scheduler=tiny.scheduler(model))
+    pipe.set_progress_bar_config(disable=True)
+    call = call_settings(params)
+    call.update(num_inference_steps=min(call["num_inference_steps"], PHASE_STEPS), output_type="pt",
+                num_images_per_prompt=config.batch_size, prompt=params["prompts"][0])  # fmt: skip
+    kept: dict = {}  # the final latents, kept as measure.generate keeps them
+    _, tracker = traced_call(pipe, {**call, **step_hook(pipe, kept)}, params["seed"], events=True)
+    del pipe, modules
+    torch.compiler.reset()
+    return {"live": tracker.peaks, "events": tracker.events, "load": load, "weights": weights, "largest_leaf": leaf}
+
+
+def _replay(trace: dict) -> dict:
+    """The allocator's figures for a trace, as measure.measure takes them (see above)."""
+    from .allocator import CachingAllocator
+
+    a = CachingAllocator()
+    for event in trace["load"]:
+        a.malloc(event[1], event[2]) if event[0] == "malloc" else a.free(event[1])
+    loaded_reserved, loaded_allocated = a.peak_reserved, a.allocated
+
+    def call(tag, phases=None):
+        phase = "encode"
+        for event in trace["events"]:
+            if event[0] == "enter":
+                phase = {"transformer": "denoise", "vae": "decode", None: None}.get(event[1], "encode")
+                continue
+            if event[0] == "malloc":
+                a.malloc((tag, event[1]), event[2])
+            else:
+                a.free((tag, event[1]))
+            if phases is not None and phase is not None:
+                old = phases.get(phase, (0, 0))
+                phases[phase] = (max(old[0], a.allocated), max(old[1], a.reserved))
+
+    call("warm")
+    a.empty_cache()
+    a.reset_peak()
+    phases: dict[str, tuple[int, int]] = {}
+    call("fixed", phases)
+    return {"loaded_allocated": loaded_allocated, "loaded_reserved": loaded_reserved, "phases": phases,
+            "peak_allocated": a.peak_allocated, "peak_reserved": a.peak_reserved}  # fmt: skip
+
+
+def offload_gpu_bytes(offload: str, trace: dict, largest_leaf: int) -> dict[str, int] | None:
+    """Allocated bytes by phase under an offload mode: the live tensors plus the weights the mode keeps on
+    the GPU during that phase (a first-order rule per mode, from what each mode moves; helpers/offload.py):
+    ``model`` the phase's component (the largest text encoder while encoding); ``group-block`` and
+    ``group-leaf`` and ``sequential``: the largest leaf module twice (the one computing and, with a stream,
+    the next one being copied). ``none``: ``None`` (the trace's own replay)."""
+    if offload == "none":
+        return None
+    w = trace["weights"]
+    encoders = [v for k, v in w.items() if k.startswith("text_encoder")]
+    resident = {"encode": max(encoders, default=0), "denoise": w.get("transformer", 0), "decode": w.get("vae", 0)}
+    out = {}
+    for phase, live in trace["live"].items():
+        if offload == "model":
+            out[phase] = resident[phase] + live
+        else:
+            out[phase] = 2 * largest_leaf + live
+    return out

@@ -85,18 +85,18 @@ def offload_grids(params: Params) -> list[Params]:
     return [validate({**params, "offload": mode}) for mode in OFFLOAD_MODES]
 
 
-def predictions(params: Params, preset: str = "full") -> Predictions:
+def predictions(params: Params, preset: str = "full", cached: bool = False) -> Predictions:
     """The estimate's rows for ``params``' grid with every offload mode (``estimate.predict``, cached on
-    disk), at ``preset``'s size (full: the checkpoint, as the report's predicted columns)."""
-    import inspect
+    disk), at ``preset``'s size (full: the checkpoint, as the report's predicted columns).
 
+    ``cached``: the peak figures only where ``fit`` or ``estimate`` computed them before (a notebook and the
+    report: at full size they take minutes of fake calls on a CPU); without them a configuration is not
+    predicted to fit or miss, and says so."""
     from .estimate import NotPredicted, predict
 
     out = Predictions(params["model"], params["dtype"], params["backend"], preset)
-    # the peak figures, where the estimate computes them only when asked
-    phases = {"phases": True} if "phases" in inspect.signature(predict).parameters else {}
     try:
-        rows = [row for grid in offload_grids(params) for row in predict(grid, preset, **phases)]
+        rows = [row for grid in offload_grids(params) for row in predict(grid, preset, "cached" if cached else True)]
     except NotPredicted as e:
         out.note = str(e)
         return out

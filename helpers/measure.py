@@ -33,6 +33,14 @@ Protocol for one configuration (see ``measure``); GB = bytes / 1024**3:
      thread that reads it every ``DEVICE_POLL_S`` during the call (and once
      before and after it).
 
+   - Phases of that call (``phases``): ``phase_peak_gb`` per phase, ``encode`` (the text
+     encoders), ``denoise`` (the transformer's steps) and ``decode`` (the VAE decoder),
+     and ``peak_phase``, the phase that sets the peak. CUDA: ``max_memory_allocated``
+     and ``max_memory_reserved`` of each phase (``phase_peak_reserved_gb``), the peak
+     stats reset at each boundary; CPU: ``memory_gb`` plus the highest bytes of live
+     tensor storages the call created during the phase, counted by ``LiveBytes`` (a
+     ``TorchDispatchMode``), the same tracker the estimate runs on fake tensors.
+
 6. ``host_peak_gb()``: the process's peak resident memory (``VmHWM``) from
    ``host_peak_start()`` on, load included, kept as a running maximum because
    step 5 resets ``VmHWM`` on the CPU; ``None`` where Linux does not allow a reset.
@@ -103,6 +111,9 @@ class Measurement:
     peak_device_used_gb: float | None = None  # CUDA: highest NVML used memory seen during that call
     inductor_config: str | None = None  # compiled: inductor_config_hash as the first call compiled
     compile_cache_dir: str | None = None  # compiled: the configuration's fresh inductor/triton cache folder
+    phase_peak_gb: dict | None = None  # {"encode"|"denoise"|"decode": allocated peak (weights included), GB}
+    phase_peak_reserved_gb: dict | None = None  # CUDA: max_memory_reserved of each phase
+    peak_phase: str | None = None  # the phase with the highest phase_peak_gb
 
 
 def _plain_tensors(t: torch.Tensor):
@@ -142,6 +153,166 @@ def tensor_bytes(modules) -> int:
 
 def component_bytes(pipe) -> dict[str, int]:
     return {name: tensor_bytes([m]) for name, m in pipeline_modules(pipe).items()}
+
+
+PHASES = ("encode", "denoise", "decode")
+
+
+def _storages(t: torch.Tensor):
+    """The storages behind ``t`` (a quantized subclass: its inner tensors'; a fake tensor: its own)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if hasattr(t, "__tensor_flatten__") and not isinstance(t, FakeTensor):
+        names, _ = t.__tensor_flatten__()
+        for name in names:
+            yield from _storages(getattr(t, name))
+    else:
+        yield t.untyped_storage()
+
+
+class LiveBytes:
+    """Bytes of the tensor storages an operation creates while active, live and at their highest, per phase.
+
+    A ``TorchDispatchMode`` sees every aten operation. A storage it has not seen before among an operation's
+    inputs (a weight, the caller's tensors) is known and not counted; a new one among its outputs is counted
+    until it is freed: a weak reference's callback, the way torch's own
+    ``torch.distributed._tools.mem_tracker.MemTracker`` follows storages. A quantized tensor subclass is let
+    to run its own dispatch first (the mode answers ``NotImplemented``), so the plain operations it makes are
+    counted. Kernel-internal scratch memory (a cuBLAS or cuDNN workspace) is not an operation's output and is
+    not seen. It works the same on real and on fake tensors: the estimate's prediction and the CPU's
+    measurement are the same count. ``events`` (if asked): ``("malloc", key, bytes)`` and ``("free", key)``
+    in order, what ``allocator.replay`` takes.
+    """
+
+    def __init__(self, events: bool = False):
+        self.live = 0
+        self.phase: str | None = PHASES[0]
+        self.peaks: dict[str, int] = {}
+        self.events: list | None = [] if events else None
+        self._mode = None
+
+    def _free(self, nbytes: int, key: int) -> None:
+        self.live -= nbytes
+        if self.events is not None:
+            self.events.append(("free", key))
+
+    def __enter__(self):
+        import weakref
+
+        from torch._subclasses.fake_tensor import FakeTensor
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        tracker, known, counter = self, WeakIdKeyDictionary(), iter(range(1 << 62))
+
+        def is_wrapper(t) -> bool:  # a quantized subclass (quanto, torchao), not a fake or plain tensor
+            return t is not torch.Tensor and not issubclass(t, FakeTensor) and hasattr(t, "__tensor_flatten__")
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if any(is_wrapper(t) for t in types):
+                    return NotImplemented
+                for a in tree_leaves((args, kwargs)):
+                    if isinstance(a, torch.Tensor):
+                        for st in _storages(a):
+                            if st not in known:
+                                known[st] = None
+                out = func(*args, **(kwargs or {}))
+                for a in tree_leaves(out):
+                    if isinstance(a, torch.Tensor):
+                        for st in _storages(a):
+                            if st not in known:
+                                nbytes, key = st.nbytes(), next(counter)
+                                known[st] = key
+                                tracker.live += nbytes
+                                if tracker.events is not None:
+                                    tracker.events.append(("malloc", key, nbytes))
+                                weakref.finalize(st, tracker._free, nbytes, key)
+                phase = tracker.phase
+                if phase is not None and tracker.live > tracker.peaks.get(phase, -1):
+                    tracker.peaks[phase] = tracker.live
+                return out
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        return False
+
+
+def _phase_hooks(pipe, on_phase) -> list:
+    """Hooks that call ``on_phase(phase, component)`` where a component's forward begins, and
+    ``on_phase(None, None)`` where decoding ends: a text encoder begins ``encode``, the transformer
+    ``denoise``, the VAE's decoder ``decode``."""
+    handles = []
+    modules = pipeline_modules(pipe)
+
+    def enter(phase, component):
+        return lambda *_: on_phase(phase, component)
+
+    for name, module in modules.items():
+        if name.startswith("text_encoder"):
+            handles.append(module.register_forward_pre_hook(enter("encode", name)))
+    handles.append(modules["transformer"].register_forward_pre_hook(enter("denoise", "transformer")))
+    decoder = modules["vae"].decoder
+    handles.append(decoder.register_forward_pre_hook(enter("decode", "vae")))
+    handles.append(decoder.register_forward_hook(lambda *_: on_phase(None, None)))
+    return handles
+
+
+def traced_call(pipe, call_kwargs: dict, seed: int, events: bool = False) -> tuple[object, LiveBytes]:
+    """One call of ``pipe`` with ``LiveBytes`` counting each phase (the CPU's measurement, the estimate's
+    prediction on fake tensors): ``(output, tracker)``."""
+    tracker = LiveBytes(events=events)
+
+    def on_phase(name, component):
+        tracker.phase = name
+        if tracker.events is not None:
+            tracker.events.append(("enter", component))
+
+    handles = _phase_hooks(pipe, on_phase)
+    try:
+        with torch.no_grad(), tracker:
+            out = pipe(**call_kwargs, generator=torch.Generator(device="cpu").manual_seed(seed))
+    finally:
+        for h in handles:
+            h.remove()
+    return out, tracker
+
+
+class _CudaPhases:
+    """CUDA: at each phase boundary the peak stats of the phase that ends are read, then reset."""
+
+    def __init__(self, pipe):
+        self.pipe, self.phase = pipe, PHASES[0]
+        self.allocated: dict[str, int] = {}
+        self.reserved: dict[str, int] = {}
+
+    def _close(self):
+        if self.phase is not None:
+            torch.cuda.synchronize()
+            a, r = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+            self.allocated[self.phase] = max(self.allocated.get(self.phase, 0), a)
+            self.reserved[self.phase] = max(self.reserved.get(self.phase, 0), r)
+
+    def on_phase(self, name, _component):
+        if name != self.phase:
+            self._close()
+            torch.cuda.reset_peak_memory_stats()
+            self.phase = name
+
+    def __enter__(self):
+        self.handles = _phase_hooks(self.pipe, self.on_phase)
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self._close()
+        return False
 
 
 def _sync(device: str) -> None:
@@ -448,17 +619,11 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def generate(pipe, call_kwargs: dict, seed: int):
-    """One untimed call with the fixed seed: (first image, final latents as float32 on the CPU); raises
-    ``FloatingPointError`` if a final latent is NaN or inf.
-
-    The final latents are taken from the pipeline's own step callback, so the call
-    is the same call as a timed one: ``callback_on_step_end`` (FLUX, SD3) or the
-    older ``callback`` (PixArt-Sigma).
-    """
+def step_hook(pipe, kept: dict) -> dict:
+    """The call arguments that keep each step's latents in ``kept["latents"]``, through the pipeline's own
+    step callback: ``callback_on_step_end`` (FLUX, SD3) or the older ``callback`` (PixArt-Sigma). The
+    estimate's trace makes the same call: the latents it keeps are live memory too."""
     import inspect
-
-    kept = {}
 
     def keep_new(_pipe, _step, _timestep, tensors):
         kept["latents"] = tensors["latents"]
@@ -469,12 +634,31 @@ def generate(pipe, call_kwargs: dict, seed: int):
 
     accepted = inspect.signature(pipe.__call__).parameters
     if "callback_on_step_end" in accepted:
-        hook = {"callback_on_step_end": keep_new, "callback_on_step_end_tensor_inputs": ["latents"]}
-    elif "callback" in accepted:
-        hook = {"callback": keep_old, "callback_steps": 1}
+        return {"callback_on_step_end": keep_new, "callback_on_step_end_tensor_inputs": ["latents"]}
+    if "callback" in accepted:
+        return {"callback": keep_old, "callback_steps": 1}
+    raise TypeError(f"{type(pipe).__name__} offers no step callback to read its final latents from")
+
+
+def generate(pipe, call_kwargs: dict, seed: int, phases: dict | None = None):
+    """One untimed call with the fixed seed: (first image, final latents as float32 on the CPU); raises
+    ``FloatingPointError`` if a final latent is NaN or inf.
+
+    The final latents are taken from the pipeline's own step callback, so the call
+    is the same call as a timed one: ``callback_on_step_end`` (FLUX, SD3) or the
+    older ``callback`` (PixArt-Sigma).
+    """
+    kept = {}
+    hook = step_hook(pipe, kept)
+    if phases is None:
+        out = pipe(**call_kwargs, generator=torch.Generator(device="cpu").manual_seed(seed), **hook)
+    elif phases["device"] == "cuda":
+        with _CudaPhases(pipe) as cuda:
+            out = pipe(**call_kwargs, generator=torch.Generator(device="cpu").manual_seed(seed), **hook)
+        phases.update(allocated=cuda.allocated, reserved=cuda.reserved)
     else:
-        raise TypeError(f"{type(pipe).__name__} offers no step callback to read its final latents from")
-    out = pipe(**call_kwargs, generator=torch.Generator(device="cpu").manual_seed(seed), **hook)
+        out, tracker = traced_call(pipe, {**call_kwargs, **hook}, seed)
+        phases.update(live=tracker.peaks)
     latents = kept["latents"].detach().float().cpu()
     bad = int((~torch.isfinite(latents)).sum())
     if bad:  # the image would be noise cast to uint8, and its latency a figure for nothing
@@ -517,6 +701,7 @@ def measure(
         samples.append(time.perf_counter() - start)
 
     reserved = device_used = peak_reserved = peak_device_used = None
+    phases: dict = {"device": device}
     if device == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
@@ -525,22 +710,31 @@ def measure(
         device_used = device_used_bytes()
         torch.cuda.reset_peak_memory_stats()  # every peak stat: allocated and reserved
         with _DevicePeak(_cuda_index()) as seen:
-            image, latents = generate(pipe, call_kwargs, seed)
+            image, latents = generate(pipe, call_kwargs, seed, phases)
             _sync(device)
-        peak = torch.cuda.max_memory_allocated()
-        peak_reserved = torch.cuda.max_memory_reserved()
+        # The phases reset the peak stats at each boundary: the call's peak is the highest of its phases'
+        # (and of what came after the decoder: the image's post-processing).
+        peak = max([torch.cuda.max_memory_allocated(), *phases.get("allocated", {}).values()])
+        peak_reserved = max([torch.cuda.max_memory_reserved(), *phases.get("reserved", {}).values()])
         peak_device_used = seen.peak_bytes
     else:
         memory = tensor_bytes(pipeline_modules(pipe).values())
         _fold_host_peak()  # the reset below would lose the configuration's peak so far
         before = _proc_status("VmRSS")
         can_reset = _reset_cpu_peak() and before is not None
-        image, latents = generate(pipe, call_kwargs, seed)
+        image, latents = generate(pipe, call_kwargs, seed, phases)
         hwm = _proc_status("VmHWM")
         peak = max(hwm - before, 0) if can_reset and hwm is not None else None
 
     def gb(n):
         return None if n is None else n / GB
+
+    if device == "cuda":
+        phase_peak = {k: gb(v) for k, v in phases.get("allocated", {}).items()}
+        phase_reserved = {k: gb(v) for k, v in phases.get("reserved", {}).items()}
+    else:
+        phase_peak = {k: gb(memory + v) for k, v in phases.get("live", {}).items()}
+        phase_reserved = None
 
     return Measurement(
         latency_s=statistics.median(samples),
@@ -560,4 +754,7 @@ def measure(
         compile_s=compile_s,
         inductor_config=inductor_config,
         compile_cache_dir=compile_cache_dir,
+        phase_peak_gb=phase_peak or None,
+        phase_peak_reserved_gb=phase_reserved or None,
+        peak_phase=max(phase_peak, key=phase_peak.get) if phase_peak else None,
     )

@@ -73,7 +73,7 @@ _STEPS = [
     ("markdown", "## What fits which GPU\n\n*Predicted* for the full-size checkpoint, every configuration with every "
                  "offload mode (no weights loaded): per card, the best configuration whose peak reserved memory plus "
                  "the CUDA context fits (`python -m helpers fit` lists them all). A card is the GiB its driver reports."),
-    ("code", "fits = helpers.fit.predictions(params)"),
+    ("code", "fits = helpers.fit.predictions(params, cached=True)"),
     ("code", "display(helpers.fit.cards_table(fits, rows))"),
     ("code", 'helpers.figures.fits_chart(fits, params["out_dir"])'),
     ("markdown", "## Explore (JupyterLab)\n\nPick a configuration to see it beside the unquantized one; move the GPU "

@@ -5,7 +5,8 @@ Every backend module has the same small interface:
 - ``NAME``, ``PACKAGE`` (the distribution whose version records carry), ``QTYPES``
   (its own names, ``none`` first: the unquantized reference), ``PREDICTED``
   (whether the memory estimate reproduces it), ``TEXT_ENCODERS`` (whether it can
-  quantize text encoders; if not, ``TE_REASON`` says why), ``BITS`` (bits a weight takes as stored,
+  quantize text encoders; if not, ``TE_REASON`` says why), ``QUANTIZES`` (when weights become quantized:
+  ``load``, ``after-load`` or ``file``; the estimate's loading trace), ``BITS`` (bits a weight takes as stored,
   scales included, per qtype: what ``python -m helpers fit`` ranks unmeasured configurations by);
 - ``unsupported(qtype, device, fuse_qkv)``: why this device (or, for the
   transformer's qtype, fusing its QKV) cannot run ``qtype``, or ``None``; one line

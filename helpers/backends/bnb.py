@@ -7,6 +7,7 @@ QTYPES = ("none", "nf4", "int8")
 # (no double quantization here); LLM.int8 a scale per row.
 BITS = {"none": 16, "nf4": 4.5, "int8": 8}
 PREDICTED = False  # the estimate says so rather than guess
+QUANTIZES = "load"  # when weights become quantized, for the estimate's loading trace: quantizes each weight as it loads: the unquantized weight passes through the device first
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 FUSE_REASON = ("the bnb backend cannot fuse QKV: diffusers' fuse_qkv_projections makes a plain Linear in its "
                "weights' dtype, and bitsandbytes' are packed uint8 / int8")  # fmt: skip

@@ -20,6 +20,7 @@ QTYPES = ("none", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 # Bits a weight takes as stored (fit ranks by it): ggml's blocks of 32 weights, 34 / 24 / 22 / 20 / 18 bytes.
 BITS = {"none": 16, "q8_0": 8.5, "q5_1": 6.0, "q5_0": 5.5, "q4_1": 5.0, "q4_0": 4.5}
 PREDICTED = True
+QUANTIZES = "file"  # when weights become quantized, for the estimate's loading trace: the transformer loads already quantized, from its .gguf file
 TEXT_ENCODERS = False
 TE_REASON = "the gguf backend quantizes the transformer only: diffusers loads GGUF for diffusers models"
 FUSE_REASON = ("the gguf backend cannot fuse QKV: diffusers' fuse_qkv_projections makes a plain Linear in its "

@@ -21,6 +21,7 @@ PACKAGE = "diffusers"
 QTYPES = ("none", "fp8e4m3", "fp8e5m2")
 BITS = {"none": 16, "fp8e4m3": 8, "fp8e5m2": 8}  # bits a weight is stored in (fit ranks by it)
 PREDICTED = True
+QUANTIZES = "after-load"  # when weights become quantized, for the estimate's loading trace: loads unquantized, then quantizes on the device
 TEXT_ENCODERS = True
 
 

@@ -19,6 +19,7 @@ QTYPES = ("none", "int8", "fp8", "int4")
 # output channel; int4 groups of 128 with a 16-bit scale and shift each.
 BITS = {"none": 16, "int8": 8, "fp8": 8, "int4": 4.25}
 PREDICTED = True
+QUANTIZES = "after-load"  # when weights become quantized, for the estimate's loading trace: loads unquantized, then quantizes on the device
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 FP8_NOTE = ("quanto fp8 on CUDA: weights kept as WeightQBytesTensor (dequantized, then matmul), not quanto's "
             "MarlinF8QBytesTensor (an nvcc-compiled kernel, reported to give noise images)")  # fmt: skip

@@ -25,6 +25,7 @@ QTYPES = ("none", "int8wo", "int8dq", "fp8wo", "fp8dq", "int4wo")
 # groups of 128 with a 16-bit scale and zero point each.
 BITS = {"none": 16, "int8wo": 8, "int8dq": 8, "fp8wo": 8, "fp8dq": 8, "int4wo": 4.25}
 PREDICTED = True
+QUANTIZES = "load"  # when weights become quantized, for the estimate's loading trace: quantizes each weight as it loads: the unquantized weight passes through the device first
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 INT4_NOTES = {
     "cuda": "torchao int4wo on CUDA: Int4WeightOnlyConfig(int4_packing_format='tile_packed_to_4d') (torch's "

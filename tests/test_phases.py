@@ -1,0 +1,46 @@
+"""Peak memory by phase: measured on the CPU by live tensor storages, predicted on fake tensors, replayed
+through the model of CUDA's caching allocator (helpers/estimate.py, "Phases")."""
+
+import pytest
+
+from helpers import grid, params as P
+from helpers.components import components_from_folder
+from helpers.estimate import estimate
+from helpers.measure import GB
+
+SMALL = dict(quantize_te=[False, True], fuse_qkv=[False], warmup=0, repeats=1, device="cpu", executor="inline")
+
+
+@pytest.mark.parametrize("model, dtype, backend, qtype", [("pixart", "bf16", "quanto", "int8"),
+                                                          ("auraflow", "bf16", "torchao", "int8wo")])  # fmt: skip
+def test_predicted_phase_peaks_equal_the_measured_ones(tiny_paths, tmp_path, model, dtype, backend, qtype):
+    """PixArt-Sigma and AuraFlow, unquantized and quantized with the text encoders or without: every phase's
+    measured peak on the CPU equals the prediction, to the byte (FLUX and SD3: tests/test_estimate.py's grids)."""
+    p = P.validate(dict(model=model, dtype=dtype, backend=backend, qtypes=["none", qtype], out_dir=str(tmp_path), **SMALL))
+    records = grid.run_grid(p, progress=False)
+    assert [r.status for r in records] == ["ok"] * 4, [r.error for r in records]
+    predicted = {P.config_of(e): e for e in estimate(model, dtype, p, components_from_folder(tiny_paths[model]), phases=True)}
+    for r in records:
+        e = predicted[P.config_of(r)]
+        assert {k: round(v * GB) for k, v in r.phase_peak_gb.items()} == {
+            k: e["memory_bytes"] + v for k, v in e["phase_live_bytes"].items()}, r.qtype  # fmt: skip
+        assert r.peak_phase == max(r.phase_peak_gb, key=r.phase_peak_gb.get)
+        assert set(r.phase_peak_gb) == {"encode", "denoise", "decode"} and r.phase_peak_reserved_gb is None
+
+
+def test_offload_modes_are_skipped_on_the_cpu_and_still_predicted(tiny_paths, tmp_path):
+    """On the CPU an offloading configuration is a skipped record; the estimate still predicts its GPU peak
+    (the live tensors plus the weights the mode keeps there) and the host memory that holds the rest."""
+    modes = ["none", "model", "group-block", "group-leaf", "sequential"]
+    p = P.validate(dict(model="pixart", qtypes=["none"], quantize_te=[False], fuse_qkv=[False], offload=modes,
+                        warmup=0, repeats=1, device="cpu", executor="inline", out_dir=str(tmp_path)))  # fmt: skip
+    records = grid.run_grid(p, progress=False)
+    assert [(r.offload, r.status) for r in records] == [("none", "ok")] + [(m, "skipped") for m in modes[1:]]
+    assert all(r.error == "offloading needs an accelerator" for r in records[1:])
+    rows = {r["offload"]: r for r in estimate("pixart", "bf16", p, components_from_folder(tiny_paths["pixart"]), phases=True)}
+    assert rows["none"]["host_gb"] == 0 and rows["none"]["peak_reserved_gb"] >= rows["none"]["peak_allocated_gb"]
+    for mode in modes[1:]:
+        row = rows[mode]
+        assert row["host_gb"] == pytest.approx(row["memory_gb"])  # every weight waits on the host
+        assert 0 < row["peak_allocated_gb"] < rows["none"]["peak_allocated_gb"], mode
+    assert rows["sequential"]["peak_allocated_gb"] <= rows["model"]["peak_allocated_gb"]
