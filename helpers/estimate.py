@@ -150,24 +150,22 @@ def _phase_fields(model, dtype, params, components, c: Config, total: int, trace
     key = dataclasses.replace(c, offload="none")
     try:
         if key not in traces:
-            trace = phase_trace(model, dtype, params, components, key)
-            traces[key] = (trace, _replay(trace))
-        trace, replayed = traces[key]
+            try:
+                traces[key] = phase_trace(model, dtype, params, components, key)
+            except Exception as e:  # noqa: BLE001 - said once for every offload mode of this configuration
+                traces[key] = e
+        if isinstance(traces[key], Exception):
+            raise traces[key]
+        trace = traces[key]
+        replayed = _replay(trace, c.offload)
     except Exception as e:  # noqa: BLE001 - a configuration whose call cannot run on fake tensors says why
-        return dict(_NO_PHASES, note=f"phases not predicted: {type(e).__name__}: {str(e).splitlines()[0][:200]}")  # fmt: skip
-    weights = sum(trace["weights"].values())
-    gpu = offload_gpu_bytes(c.offload, trace, trace["largest_leaf"])
-    if gpu is None:
-        by_phase = {p: {"allocated_gb": a / GB, "reserved_gb": r / GB} for p, (a, r) in replayed["phases"].items()}
-        peak_allocated, peak_reserved = replayed["peak_allocated"] / GB, replayed["peak_reserved"] / GB
-    else:
-        by_phase = {p: {"allocated_gb": a / GB, "reserved_gb": None} for p, a in gpu.items()}
-        peak_allocated, peak_reserved = max(gpu.values()) / GB, None
+        return dict(_NO_PHASES, note=f"phases not predicted: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    by_phase = {p: {"allocated_gb": a / GB, "reserved_gb": r / GB} for p, (a, r) in replayed["phases"].items()}
     return dict(
-        loaded_reserved_gb=replayed["loaded_reserved"] / GB if gpu is None else None,
-        peak_allocated_gb=peak_allocated, peak_reserved_gb=peak_reserved,
+        loaded_reserved_gb=replayed["loaded_reserved"] / GB,
+        peak_allocated_gb=replayed["peak_allocated"] / GB, peak_reserved_gb=replayed["peak_reserved"] / GB,
         peak_phase=max(by_phase, key=lambda p: by_phase[p]["allocated_gb"]) if by_phase else None,
-        host_gb=0.0 if c.offload == "none" else weights / GB,
+        host_gb=0.0 if c.offload == "none" else sum(trace["weights"].values()) / GB,
         phases=by_phase,
         phase_live_bytes=dict(trace["live"]),  # the CPU's count: memory_bytes + these = the CPU's phase peaks
     )  # fmt: skip
@@ -318,11 +316,11 @@ def predict_many(params_list: list[dict], preset: str = "full", phases: bool = F
 # scratch memory (cuBLAS, cuDNN and attention workspaces), the CUDA context, and a CUDA kernel that makes
 # other tensors than the CPU's for the same operation.
 #
-# Loading, by the backend's QUANTIZES: "after-load" (quanto, layerwise) loads every weight unquantized, then
-# quantizes module by module (the quantized weight is made, then the unquantized one freed); "load"
-# (torchao, bitsandbytes) does the same weight by weight as it loads; "file" (GGUF) loads the quantized
-# tensors as they are. Weights load in module order (safetensors and from_pretrained go through the state
-# dict, which is module order).
+# Loading, by the backend's QUANTIZES: "after-load" (quanto, layerwise): every component loads unquantized,
+# then each is quantized module by module (the quantized weight is made, then the unquantized one freed);
+# "load" (torchao, bitsandbytes) does the same weight by weight as the component loads; "file" (GGUF) loads
+# the quantized tensors as they are. Components load in the pipeline's order, their weights in module order
+# (safetensors and from_pretrained go through the state dict, which is module order).
 # ---------------------------------------------------------------------------------------------------------
 
 PHASE_STEPS = 2
@@ -359,34 +357,33 @@ def _phase_sources():
 
 
 def _load_events(component: str, plain: dict[str, list[int]], quantized: dict[str, list[int]] | None,
-                 when: str) -> list[tuple]:  # fmt: skip
-    """Mallocs and frees of one component's loading, by the backend's ``QUANTIZES`` (see above)."""
-    events: list[tuple] = []
+                 when: str) -> tuple[list[tuple], list[tuple]]:  # fmt: skip
+    """Mallocs and frees of one component: ``(while loading, after every component has loaded)``, by the
+    backend's ``QUANTIZES`` (see above): the pipeline loads every component first, then quantizes."""
+    loading: list[tuple] = []
+    after: list[tuple] = []
 
-    def put(kind, sizes, name):
+    def put(events, kind, sizes, name):
         keys = [(component, kind, name, i) for i in range(len(sizes))]
         events.extend(("malloc", k, n) for k, n in zip(keys, sizes))
         return keys
 
-    def drop(keys):
-        events.extend(("free", k) for k in keys)
-
     if quantized is None or when == "file":
         for name, sizes in (quantized or plain).items():
-            put("w", sizes, name)
-        return events
+            put(loading, "w", sizes, name)
+        return loading, after
     names = list(plain) + [n for n in quantized if n not in plain]
     if when == "load":
         for name in names:
-            old = put("p", plain.get(name, []), name)
-            put("w", quantized.get(name, []), name)
-            drop(old)
-        return events
-    olds = {name: put("p", sizes, name) for name, sizes in plain.items()}
+            old = put(loading, "p", plain.get(name, []), name)
+            put(loading, "w", quantized.get(name, []), name)
+            loading.extend(("free", k) for k in old)
+        return loading, after
+    olds = {name: put(loading, "p", sizes, name) for name, sizes in plain.items()}
     for name in names:
-        put("w", quantized.get(name, []), name)
-        drop(olds.get(name, []))
-    return events
+        put(after, "w", quantized.get(name, []), name)
+        after.extend(("free", k) for k in olds.get(name, []))
+    return loading, after
 
 
 def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Component], config: Config) -> dict:
@@ -402,7 +399,7 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
 
     hooks = backend_module(params["backend"])
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    modules, load, weights, leaf = {}, [], {}, 0
+    modules, load, quantize, weights, storages, leaf = {}, [], [], {}, {}, 0
     for name, component in components.items():
         qtype, fuse, transformer = "none", False, name == "transformer"
         if transformer:
@@ -415,8 +412,11 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
         plain = _tensors_by_module(module) if qtype != "none" else None
         hooks.on_meta(module, qtype, params["exclude"] if transformer else [], transformer, fuse)
         quantized = _tensors_by_module(module)
-        load += _load_events(name, plain or quantized, quantized if plain else None, hooks.QUANTIZES)
+        loading, after = _load_events(name, plain or quantized, quantized if plain else None, hooks.QUANTIZES)
+        load += loading
+        quantize += after
         weights[name] = sum(sum(v) for v in quantized.values())
+        storages[name] = [n for v in quantized.values() for n in v]
         leaf = max(leaf, max((sum(v) for k, v in quantized.items() if not any(True for _ in module.get_submodule(k).children())), default=0))
         modules[name] = to_fake(module, mode)
     pipe = pipeline_class(model)(**modules, **tiny.tokenizers(components), scheduler=tiny.scheduler(model))
@@ -428,23 +428,40 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
     _, tracker = traced_call(pipe, {**call, **step_hook(pipe, kept)}, params["seed"], events=True)
     del pipe, modules
     torch.compiler.reset()
-    return {"live": tracker.peaks, "events": tracker.events, "load": load, "weights": weights, "largest_leaf": leaf}
+    return {"live": tracker.peaks, "events": tracker.events, "load": load + quantize, "weights": weights,
+            "storages": storages, "largest_leaf": leaf}
 
 
-def _replay(trace: dict) -> dict:
-    """The allocator's figures for a trace, as measure.measure takes them (see above)."""
+def _replay(trace: dict, offload: str = "none") -> dict:
+    """The allocator's figures for a trace, as measure.measure takes them (see above).
+
+    With an offload mode the weights wait on the host, so loading reserves nothing on the GPU, and during
+    the call the GPU holds what the mode brings there (helpers/offload.py says what each mode calls):
+    ``model``: the component whose forward runs (accelerate's hooks offload the previous one when the next
+    begins); ``group-block``, ``group-leaf`` and ``sequential``: one group at a time, modelled as twice the
+    largest leaf module's weights (the one computing and, with a stream, the next one being copied); a
+    first-order rule, not a trace of the hooks' copies."""
     from .allocator import CachingAllocator
 
     a = CachingAllocator()
-    for event in trace["load"]:
-        a.malloc(event[1], event[2]) if event[0] == "malloc" else a.free(event[1])
+    if offload == "none":
+        for event in trace["load"]:
+            a.malloc(event[1], event[2]) if event[0] == "malloc" else a.free(event[1])
     loaded_reserved, loaded_allocated = a.peak_reserved, a.allocated
 
     def call(tag, phases=None):
-        phase = "encode"
+        phase, resident = "encode", []
         for event in trace["events"]:
             if event[0] == "enter":
                 phase = {"transformer": "denoise", "vae": "decode", None: None}.get(event[1], "encode")
+                component = event[1]
+                if offload != "none" and component is not None:
+                    for key in resident:
+                        a.free(key)
+                    sizes = trace["storages"][component] if offload == "model" else [2 * trace["largest_leaf"]]
+                    resident = [(tag, "weights", component, i) for i in range(len(sizes))]
+                    for key, n in zip(resident, sizes):
+                        a.malloc(key, n)
                 continue
             if event[0] == "malloc":
                 a.malloc((tag, event[1]), event[2])
@@ -453,6 +470,8 @@ def _replay(trace: dict) -> dict:
             if phases is not None and phase is not None:
                 old = phases.get(phase, (0, 0))
                 phases[phase] = (max(old[0], a.allocated), max(old[1], a.reserved))
+        for key in resident:  # back to the host after the call
+            a.free(key)
 
     call("warm")
     a.empty_cache()
@@ -463,21 +482,3 @@ def _replay(trace: dict) -> dict:
             "peak_allocated": a.peak_allocated, "peak_reserved": a.peak_reserved}  # fmt: skip
 
 
-def offload_gpu_bytes(offload: str, trace: dict, largest_leaf: int) -> dict[str, int] | None:
-    """Allocated bytes by phase under an offload mode: the live tensors plus the weights the mode keeps on
-    the GPU during that phase (a first-order rule per mode, from what each mode moves; helpers/offload.py):
-    ``model`` the phase's component (the largest text encoder while encoding); ``group-block`` and
-    ``group-leaf`` and ``sequential``: the largest leaf module twice (the one computing and, with a stream,
-    the next one being copied). ``none``: ``None`` (the trace's own replay)."""
-    if offload == "none":
-        return None
-    w = trace["weights"]
-    encoders = [v for k, v in w.items() if k.startswith("text_encoder")]
-    resident = {"encode": max(encoders, default=0), "denoise": w.get("transformer", 0), "decode": w.get("vae", 0)}
-    out = {}
-    for phase, live in trace["live"].items():
-        if offload == "model":
-            out[phase] = resident[phase] + live
-        else:
-            out[phase] = 2 * largest_leaf + live
-    return out

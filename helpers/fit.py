@@ -100,6 +100,9 @@ def predictions(params: Params, preset: str = "full", cached: bool = False) -> P
     except NotPredicted as e:
         out.note = str(e)
         return out
+    if cached and not any("peak_allocated_gb" in row for row in rows):
+        out.note = (f"peaks not predicted on this machine yet: `python -m helpers fit --model {params['model']} "
+                    f"--dtype {params['dtype']}` predicts them (minutes at full size on a CPU), then run this again")
     seen = set()
     for row in rows:  # one row per configuration and offload mode, in the estimate's order
         key = (config_of(row), offload_of(row))
@@ -147,9 +150,13 @@ class Candidate:
 
     @property
     def needed_gb(self) -> float | None:
-        """Peak reserved plus the CUDA context: what the card must hold (``None``: not predicted)."""
+        """What the card must hold (``None``: not predicted): the higher of what loading reserves (a backend
+        that quantizes after loading holds the unquantized weights first) and the call's peak reserved,
+        plus the CUDA context."""
         peak = self.row.get("peak_reserved_gb")
-        return None if peak is None else peak + context_gb()
+        if peak is None:
+            return None
+        return max(peak, self.row.get("loaded_reserved_gb") or 0.0) + context_gb()
 
     @property
     def host_gb(self) -> float | None:

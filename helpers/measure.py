@@ -256,10 +256,12 @@ def _phase_hooks(pipe, on_phase) -> list:
     for name, module in modules.items():
         if name.startswith("text_encoder"):
             handles.append(module.register_forward_pre_hook(enter("encode", name)))
-    handles.append(modules["transformer"].register_forward_pre_hook(enter("denoise", "transformer")))
-    decoder = modules["vae"].decoder
-    handles.append(decoder.register_forward_pre_hook(enter("decode", "vae")))
-    handles.append(decoder.register_forward_hook(lambda *_: on_phase(None, None)))
+    if "transformer" in modules:
+        handles.append(modules["transformer"].register_forward_pre_hook(enter("denoise", "transformer")))
+    decoder = getattr(modules.get("vae"), "decoder", None)
+    if decoder is not None:
+        handles.append(decoder.register_forward_pre_hook(enter("decode", "vae")))
+        handles.append(decoder.register_forward_hook(lambda *_: on_phase(None, None)))
     return handles
 
 

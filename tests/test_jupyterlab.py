@@ -132,9 +132,11 @@ def _check_outputs(nb) -> None:
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, [f"{e.ename}: {e.evalue}" for e in errors]
     figure_cells = [c for c in nb.cells if "helpers.figures." in c.source]
-    assert len(figure_cells) == 2
-    for cell in figure_cells:
+    assert len(figure_cells) == 3  # the image grid, the trade-off chart, the chart of what fits (or why not)
+    for cell in figure_cells[:2]:
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), f"{cell.source!r} shows no image"
+    assert any("image/png" in o.get("data", {}) or "No chart of what fits" in o.get("text", "")
+               for o in figure_cells[2].outputs)  # fmt: skip
 
 
 def test_run_all_edit_and_run_all_again_in_jupyterlab(lab):
