@@ -71,17 +71,6 @@ def _fit(args) -> int:
     return 0
 
 
-def _gib(text: str) -> float:
-    """An argparse type: GiB, a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB; valid values: more than 0") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} GiB; valid values: more than 0")
-    return value
-
-
 def _prepare(args) -> int:
     from .batch import prepare
 
@@ -97,15 +86,25 @@ def _notebook(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (argparse then exits 2 with the option's name)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; valid values: 1 or more") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} notebooks side by side; valid values: 1 or more")
-    return value
+def _above(cast, what: str, minimum: float, strict: bool):
+    """An argparse type: a number of ``what`` (``cast`` reads it) at least ``minimum`` (above it: ``strict``);
+    argparse then exits 2 with the option's name and this one line."""
+    valid = f"valid values: more than {minimum}" if strict else f"valid values: {minimum} or more"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what}; {valid}") from None
+        if value < minimum or (strict and value == minimum) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} {what}; {valid}")
+        return value
+
+    return parse
+
+
+_positive_int = _above(int, "notebooks side by side", 1, strict=False)
+_gib = _above(float, "GiB", 0, strict=True)
 
 
 def _ray_arguments(parser) -> None:

@@ -117,25 +117,37 @@ def _fill(flat: torch.Tensor, block: torch.Tensor, generator: torch.Generator) -
 def materialize(module: torch.nn.Module, device: str, generator: torch.Generator) -> None:
     """Give every meta parameter real, seeded storage on ``device``; a shared parameter stays shared."""
     blocks: dict[torch.dtype, torch.Tensor] = {}
+
+    def seeded(p: torch.Tensor) -> torch.Tensor:
+        data = torch.empty(p.shape, dtype=p.dtype, device=device)
+        if data.is_floating_point():
+            if p.dtype not in blocks:
+                block = torch.empty(BLOCK, dtype=torch.float32, device=device)
+                blocks[p.dtype] = block.normal_(0.0, INIT_STD, generator=generator).to(p.dtype)
+            _fill(data.view(-1), blocks[p.dtype], generator)
+        else:
+            data.zero_()
+        return data
+
+    _replace_tensors(module, seeded, lambda b: b.to(device))
+
+
+def _replace_tensors(module: torch.nn.Module, parameter, buffer) -> None:
+    """Every parameter becomes ``parameter(p)`` (once per tensor: a shared parameter stays shared; not
+    trainable) and every buffer ``buffer(b)``, or stays where that gives ``None``."""
     done: dict[int, torch.nn.Parameter] = {}
     for sub in module.modules():
         for name, p in list(sub._parameters.items()):
             if p is None:
                 continue
             if id(p) not in done:
-                data = torch.empty(p.shape, dtype=p.dtype, device=device)
-                if data.is_floating_point():
-                    if p.dtype not in blocks:
-                        block = torch.empty(BLOCK, dtype=torch.float32, device=device)
-                        blocks[p.dtype] = block.normal_(0.0, INIT_STD, generator=generator).to(p.dtype)
-                    _fill(data.view(-1), blocks[p.dtype], generator)
-                else:
-                    data.zero_()
-                done[id(p)] = torch.nn.Parameter(data, requires_grad=False)
+                done[id(p)] = torch.nn.Parameter(parameter(p), requires_grad=False)
             sub._parameters[name] = done[id(p)]
         for name, b in list(sub._buffers.items()):
             if b is not None:
-                sub._buffers[name] = b.to(device)
+                new = buffer(b)
+                if new is not None:
+                    sub._buffers[name] = new
 
 
 def _fake(t: torch.Tensor, mode, device: torch.device) -> torch.Tensor:
@@ -155,16 +167,6 @@ def to_fake(module: torch.nn.Module, mode, device: str = "cpu") -> torch.nn.Modu
     becomes a fake tensor (``torch._subclasses.FakeTensorMode``) on ``device``, which operations accept and
     give shapes, dtypes and storages for, with no memory behind them. A shared parameter stays shared."""
     target = torch.device(device)
-    done: dict[int, torch.nn.Parameter] = {}
-    for sub in module.modules():
-        for name, p in list(sub._parameters.items()):
-            if p is None:
-                continue
-            if id(p) not in done:
-                data = p.data if type(p) is torch.nn.Parameter else p
-                done[id(p)] = torch.nn.Parameter(_fake(data, mode, target), requires_grad=False)
-            sub._parameters[name] = done[id(p)]
-        for name, b in list(sub._buffers.items()):
-            if b is not None and b.device.type == "meta":
-                sub._buffers[name] = _fake(b, mode, target)
+    _replace_tensors(module, lambda p: _fake(p.data if type(p) is torch.nn.Parameter else p, mode, target),
+                     lambda b: _fake(b, mode, target) if b.device.type == "meta" else None)  # fmt: skip
     return module

@@ -70,7 +70,8 @@ class NotPredicted(Exception):
     """The estimate does not reproduce this backend or quantization (it says so rather than guess)."""
 
 
-def estimate(model: str, dtype: str, params: Params, components: dict[str, Component], phases: bool = False) -> list[dict]:
+def estimate(model: str, dtype: str, params: Params, components: dict[str, Component], phases: bool = False,
+             preset: str | None = None) -> list[dict]:  # fmt: skip
     """One row per configuration of the grid in ``params``: predicted bytes per component and in all.
 
     A component's bytes depend only on what is done to it (the transformer: qtype
@@ -134,7 +135,7 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
             parameters={n: p for n, (_, p) in parts.items()},
         )  # fmt: skip
         if phases:
-            row.update(_phase_fields(model, dtype, params, components, c, total, traces))
+            row.update(_phase_fields(model, dtype, params, components, c, total, traces, preset or params["preset"]))
         rows.append(row)
     return rows
 
@@ -143,7 +144,7 @@ _NO_PHASES = dict(loaded_reserved_gb=None, peak_allocated_gb=None, peak_reserved
                   host_gb=None, phases={}, phase_live_bytes={})
 
 
-def _phase_fields(model, dtype, params, components, c: Config, total: int, traces: dict) -> dict:
+def _phase_fields(model, dtype, params, components, c: Config, total: int, traces: dict, preset: str) -> dict:
     """The phase figures of one configuration (see "Phases" below); a trace serves every offload mode."""
     import dataclasses
 
@@ -151,7 +152,7 @@ def _phase_fields(model, dtype, params, components, c: Config, total: int, trace
     try:
         if key not in traces:
             try:
-                traces[key] = phase_trace(model, dtype, params, components, key)
+                traces[key] = phase_trace(model, dtype, params, components, key, preset)
             except Exception as e:  # noqa: BLE001 - said once for every offload mode of this configuration
                 traces[key] = e
         if isinstance(traces[key], Exception):
@@ -197,7 +198,8 @@ def predict(params: Params, preset: str = "full", phases: bool | str = False) ->
     path = _cache_path(params, preset, bool(phases))
     if path.is_file():
         return json.loads(path.read_text())
-    rows = estimate(params["model"], params["dtype"], params, components_for(params["model"], preset), bool(phases))
+    rows = estimate(params["model"], params["dtype"], params, components_for(params["model"], preset), bool(phases),
+                    preset)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows))
@@ -386,8 +388,11 @@ def _load_events(component: str, plain: dict[str, list[int]], quantized: dict[st
     return loading, after
 
 
-def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Component], config: Config) -> dict:
-    """One configuration's fake call: its live bytes by phase, the weights by component, and the events."""
+def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Component], config: Config,
+                preset: str) -> dict:  # fmt: skip
+    """One configuration's fake call: its live bytes by phase, the weights by component, and the events.
+    ``preset``: whose call it is (the components' size): tiny's or the full pipeline's defaults where
+    ``params`` leave a setting unset."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -421,7 +426,7 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
         modules[name] = to_fake(module, mode)
     pipe = pipeline_class(model)(**modules, **tiny.tokenizers(components), scheduler=tiny.scheduler(model))
     pipe.set_progress_bar_config(disable=True)
-    call = call_settings(params)
+    call = call_settings({**params, "preset": preset})
     call.update(num_inference_steps=min(call["num_inference_steps"], PHASE_STEPS), output_type="pt",
                 num_images_per_prompt=config.batch_size, prompt=params["prompts"][0])  # fmt: skip
     kept: dict = {}  # the final latents, kept as measure.generate keeps them

@@ -8,17 +8,18 @@ from helpers.components import components_from_folder
 from helpers.estimate import estimate
 from helpers.measure import GB
 
-SMALL = dict(quantize_te=[False, True], fuse_qkv=[False], warmup=0, repeats=1, device="cpu", executor="inline")
+SMALL = dict(quantize_te=[True], fuse_qkv=[False], warmup=0, repeats=1, device="cpu", executor="inline")
 
 
 @pytest.mark.parametrize("model, dtype, backend, qtype", [("pixart", "bf16", "quanto", "int8"),
                                                           ("auraflow", "bf16", "torchao", "int8wo")])  # fmt: skip
 def test_predicted_phase_peaks_equal_the_measured_ones(tiny_paths, tmp_path, model, dtype, backend, qtype):
-    """PixArt-Sigma and AuraFlow, unquantized and quantized with the text encoders or without: every phase's
-    measured peak on the CPU equals the prediction, to the byte (FLUX and SD3: tests/test_estimate.py's grids)."""
+    """PixArt-Sigma and AuraFlow, unquantized and quantized with the text encoders (the encode phase runs
+    quantized encoders, the denoise phase a quantized transformer): every phase's measured peak on the CPU
+    equals the prediction, to the byte (FLUX and SD3: tests/test_estimate.py's grids)."""
     p = P.validate(dict(model=model, dtype=dtype, backend=backend, qtypes=["none", qtype], out_dir=str(tmp_path), **SMALL))
     records = grid.run_grid(p, progress=False)
-    assert [r.status for r in records] == ["ok"] * 4, [r.error for r in records]
+    assert [r.status for r in records] == ["ok"] * 2, [r.error for r in records]
     predicted = {P.config_of(e): e for e in estimate(model, dtype, p, components_from_folder(tiny_paths[model]), phases=True)}
     for r in records:
         e = predicted[P.config_of(r)]
