@@ -353,9 +353,9 @@ def _phase_sources():
     """The modules a phase prediction depends on: a change to any of them is not served a stale one."""
     import sys
 
-    from . import allocator, measure
+    from . import allocator, components, measure, pipelines
 
-    return [allocator, measure, sys.modules[__name__]]
+    return [allocator, components, measure, pipelines, sys.modules[__name__]]
 
 
 def _load_events(component: str, plain: dict[str, list[int]], quantized: dict[str, list[int]] | None,
