@@ -159,6 +159,15 @@ class Candidate:
         return max(peak, self.row.get("loaded_reserved_gb") or 0.0) + context_gb()
 
     @property
+    def needed_in(self) -> str:
+        """Where the GPU need peaks: ``load`` (a backend quantizing after loading holds the unquantized weights
+        first) or the call's phase."""
+        loaded, peak = self.row.get("loaded_reserved_gb") or 0.0, self.row.get("peak_reserved_gb")
+        if peak is None:
+            return ""
+        return "load" if loaded > peak else (self.row.get("peak_phase") or "")
+
+    @property
     def host_gb(self) -> float | None:
         return self.row.get("host_gb")
 
@@ -367,7 +376,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def _cells(c: Candidate, last: str) -> list[str]:
     q, te, fuse = c.labels()
     return [q, te, fuse, str(c.row["batch_size"]), c.offload, f"{c.bits:g}", _gib(c.needed_gb),
-            c.row.get("peak_phase") or "", _gib(c.host_gb), last, c.measured_text()]  # fmt: skip
+            c.needed_in, _gib(c.host_gb), last, c.measured_text()]  # fmt: skip
 
 
 def _why_unknown(c: Candidate) -> str:
@@ -390,7 +399,8 @@ def format_table(a: Answer) -> str:
         _first_line(a),
         "",
         f"{len(a.fits)} of {len(a.fits) + len(a.misses) + len(a.unknown)} configurations fit, best first "
-        f"(GPU = predicted peak reserved + {context:.2f} GiB CUDA context; GiB = 1024**3 bytes; ranked by "
+        f"(GPU = the higher of loading's and the call's predicted peak reserved + {context:.2f} GiB CUDA context, "
+        f"not predicted; GiB = 1024**3 bytes; ranked by "
         "measured SSIM to NONE, else bits per weight, then offload cost):",
     ]
     if a.fits:
