@@ -25,11 +25,13 @@ FIND_LINKS = $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.f
 UV := $(VENV)/bin/uv pip install --quiet --python $(PY)
 
 # quanto's C++ extension compiles through ccache (Debian's package, installed here if missing): a fresh clone
-# on a machine that compiled it before takes a second or two instead of ~45 s. CCACHE_BASEDIR turns this
-# clone's absolute paths (its .venv) into relative ones, so another clone's compile is the same compile.
+# on a machine that compiled it before takes a second or two instead of ~45 s. torch's cpp_extension puts
+# ccache in front of the compiler by itself when it is on PATH (_wrap_compiler), at set-up and at run time
+# alike, so the build a test finds is the one it would make (a compiler given here instead made every
+# clone's first int4 configuration rebuild it: the command differed). CCACHE_BASEDIR turns this clone's
+# absolute paths (its .venv) into relative ones, so another clone's compile is the same compile.
 ccache:
 	command -v ccache >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ccache) || true
-CXX_CACHED = $(shell test -x /usr/lib/ccache/c++ && echo /usr/lib/ccache/c++ || echo c++)
 
 $(STAMP): requirements.txt pyproject.toml | ccache
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +39,7 @@ $(STAMP): requirements.txt pyproject.toml | ccache
 	$(UV) --compile-bytecode $(foreach d,$(FIND_LINKS),--find-links $(d)) -r requirements.txt
 	$(UV) --no-deps -e .
 	# quanto compiles its C++ extension (int4 unpacking) on first use, ~50 s: do it here, not mid-benchmark.
-	CXX=$(CXX_CACHED) CCACHE_BASEDIR=$(CURDIR) $(PY) -c "from optimum.quanto.library.extensions import get_extension; get_extension('quanto_cpp').lib"
+	CCACHE_BASEDIR=$(CURDIR) $(PY) -c "from optimum.quanto.library.extensions import get_extension; get_extension('quanto_cpp').lib"
 	touch $(STAMP)
 
 # What make report reads and computes once per machine (cached under ~/.cache/diffusion-quant-bench; a
