@@ -1,4 +1,37 @@
-"""bitsandbytes: at load, through diffusers' and transformers' ``BitsAndBytesConfig`` (CUDA only here)."""
+"""bitsandbytes: at load, through diffusers' and transformers' ``BitsAndBytesConfig`` (CUDA only here).
+
+The estimate (``on_meta``) takes a component built on the meta device through the same steps as loading:
+
+- which Linears are replaced: the library's own quantizer decides, ``_process_model_before_weight_loading``
+  with the config ``load_time`` gives. diffusers (diffusers/quantizers/bitsandbytes/bnb_quantizer.py,
+  ``BnB4BitDiffusersQuantizer`` / ``BnB8BitDiffusersQuantizer``; ``_replace_with_bnb_linear`` in
+  diffusers/quantizers/bitsandbytes/utils.py): every ``isinstance(m, nn.Linear)`` not in
+  ``llm_int8_skip_modules`` + the class's ``_keep_in_fp32_modules`` (``ModelMixin.from_pretrained``
+  passes them, ``use_keep_in_fp32_modules = True``). transformers (quantizers/quantizer_bnb_4bit.py,
+  quantizer_bnb_8bit.py; ``replace_with_bnb_linear`` in integrations/bitsandbytes.py): every
+  ``type(m) is nn.Linear`` except ``get_keys_to_not_convert`` (tied weights, the last parameter's module,
+  the output embeddings: quantizers/base.py) and ``model._keep_in_fp32_modules`` in every dtype (T5's
+  ``wo`` stays unquantized, in bf16 too).
+- what each replaced layer holds: bitsandbytes' own quantization functions run on the meta tensor, where
+  its ``register_fake`` kernels (bitsandbytes/_ops.py) give the shapes and dtypes the CUDA kernels allocate
+  (bitsandbytes/backends/cuda/ops.py, the same ``torch.empty`` calls):
+  nf4 (``Params4bit._quantize`` -> ``functional.quantize_4bit``, blocksize 64): the weight packed two
+  values a byte, uint8 ``[(n + 1) // 2, 1]``; ``QuantState.absmax`` float32, one per 64 values
+  (``ceil(n / 64)``); ``QuantState.code``, the 16-value float32 table, a tensor of its own per layer
+  (``get_4bit_type`` builds it on each call); with double quantization (not this project's config) also
+  the 0-d float32 ``offset`` and ``state2``'s absmax and 256-value code. int8 (``Int8Params._quantize`` ->
+  ``functional.int8_vectorwise_quant``): ``CB`` int8 ``[out, in]`` that is also ``weight.data`` (one
+  storage), ``SCB`` float32 ``[out]``. The bias is the layer's own, in the loading dtype.
+- ``QuantState``'s tensors and ``SCB`` are attributes, not parameters or buffers, so ``measure.tensor_bytes``
+  would not see them: the estimate registers them on their layer as non-persistent buffers (``weight_absmax``,
+  ``weight_code``, ...; ``weight_SCB``), the same tensor objects, so each counts once.
+
+What the CPU cannot show: the CUDA caching allocator rounds each of these small tensors up (512 bytes at
+least), so ``max_memory_reserved`` on the GPU is above these bytes by about 2 x 512 bytes per nf4 layer
+(absmax of a small layer, code) and 512 per int8 layer (SCB); ``tensor_bytes`` counts ``nbytes``, as it does
+on a real run. bitsandbytes' CPU kernels (bitsandbytes/backends/default/ops.py) give the same shapes and
+dtypes as CUDA's; tests/test_bnb_estimate.py checks the meta layers against them, byte for byte.
+"""
 
 NAME = "bnb"
 PACKAGE = "bitsandbytes"
@@ -6,7 +39,7 @@ QTYPES = ("none", "nf4", "int8")
 # Bits a weight takes as stored, scales included (fit ranks by it): nf4 blocks of 64 with a float32 absmax
 # (no double quantization here); LLM.int8 a scale per row.
 BITS = {"none": 16, "nf4": 4.5, "int8": 8}
-PREDICTED = False  # the estimate says so rather than guess
+PREDICTED = True  # on_meta: checked against bitsandbytes' CPU kernels (tests/test_bnb_estimate.py)
 QUANTIZES = "load"  # when weights become quantized, for the estimate's loading trace: quantizes each weight as it loads: the unquantized weight passes through the device first
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 FUSE_REASON = ("the bnb backend cannot fuse QKV: diffusers' fuse_qkv_projections makes a plain Linear in its "
@@ -56,5 +89,91 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
     return None
 
 
-def on_meta(module, qtype, exclude, transformer, fuse_qkv):
-    raise NotImplementedError("the estimate does not cover bitsandbytes")
+def _library(module) -> str:
+    """Which library loads ``module``: transformers' models are ``PreTrainedModel`` (the text encoders),
+    diffusers' ``ModelMixin`` (the transformer); the one ``quant.load_config`` names for that component."""
+    import diffusers
+    import transformers
+
+    if isinstance(module, transformers.PreTrainedModel):
+        return "transformers"
+    if isinstance(module, diffusers.ModelMixin):
+        return "diffusers"
+    raise TypeError(f"bnb on_meta: {type(module).__name__} is neither a transformers nor a diffusers model")
+
+
+def _replace_linears(module, cfg, library: str) -> None:
+    """The library's own ``_process_model_before_weight_loading``: the Linears it loads as bitsandbytes layers
+    become empty ``Linear4bit`` / ``Linear8bitLt`` (rules in the module docstring)."""
+    if library == "diffusers":
+        from diffusers.quantizers.auto import DiffusersAutoQuantizer
+
+        quantizer = DiffusersAutoQuantizer.from_config(cfg, pre_quantized=False)  # from_pretrained's, for a plain checkpoint
+        # ModelMixin.from_pretrained (diffusers/models/modeling_utils.py): the class's _keep_in_fp32_modules,
+        # the bnb quantizers having use_keep_in_fp32_modules = True
+        keep = type(module)._keep_in_fp32_modules
+        keep = [keep] if isinstance(keep, str) else list(keep or [])
+        quantizer._process_model_before_weight_loading(module, device_map=None, keep_in_fp32_modules=keep)
+    else:
+        from transformers.quantizers.auto import AutoHfQuantizer
+
+        quantizer = AutoHfQuantizer.from_config(cfg, pre_quantized=False)  # from_pretrained's, for a plain checkpoint
+        quantizer._process_model_before_weight_loading(module, device_map=None)
+
+
+def _quant_state_tensors(qs) -> dict:
+    """The tensors a ``QuantState`` holds (bitsandbytes/functional.py, ``quantize_4bit``): absmax, code and,
+    nested, offset and state2's absmax and code."""
+    out = {"absmax": qs.absmax, "code": qs.code}
+    if qs.nested:
+        out.update(offset=qs.offset, state2_absmax=qs.state2.absmax, state2_code=qs.state2.code)
+    return out
+
+
+def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
+    """What loading with ``load_time``'s config does, on the meta device: the library's quantizer replaces the
+    Linears, each replaced layer's weight is quantized by bitsandbytes' own ``Params4bit._quantize`` /
+    ``Int8Params._quantize`` (meta tensors: bitsandbytes' fake kernels), and the tensors bitsandbytes keeps
+    beside the weight (QuantState, SCB) are registered as non-persistent buffers so ``tensor_bytes`` counts
+    them."""
+    if qtype == "none":
+        return
+    if fuse_qkv:
+        raise NotImplementedError(FUSE_REASON)
+    import bitsandbytes as bnb
+    import torch
+
+    library = _library(module)
+    cfg = load_time(qtype, library, module.dtype, exclude, transformer, fuse_qkv)
+    meta = torch.device("meta")
+    linears = {name: m for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+    _replace_linears(module, cfg, library)
+    for name, layer in module.named_modules():
+        if not isinstance(layer, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
+            continue
+        old = linears.get(name)
+        if old is None or old.weight.device.type != "meta":
+            raise RuntimeError(f"bnb on_meta: {name} was replaced but was not a meta Linear before")
+        if isinstance(layer, bnb.nn.Linear4bit):
+            # diffusers' create_quantized_param / transformers' Bnb4bitQuantize.convert:
+            # Params4bit(value, requires_grad=False, **old_value.__dict__).to(device) quantizes there
+            weight = bnb.nn.Params4bit(old.weight.data, requires_grad=False, **layer.weight.__dict__)
+            weight = weight._quantize(meta)
+            extra = _quant_state_tensors(weight.quant_state)
+        else:
+            # diffusers' BnB8BitDiffusersQuantizer.create_quantized_param / transformers' Bnb8bitQuantize:
+            # Int8Params(value, requires_grad=False, has_fp16_weights=...).to(device) quantizes there
+            weight = bnb.nn.Int8Params(old.weight.data, requires_grad=False,
+                                       has_fp16_weights=layer.weight.has_fp16_weights)  # fmt: skip
+            if weight.has_fp16_weights:
+                raise NotImplementedError("bnb on_meta: llm_int8_has_fp16_weight keeps fp16 weights; not this project's config")
+            weight = weight._quantize(meta)
+            if weight.data.dtype != torch.int8 or weight.SCB is None:
+                raise RuntimeError(f"bnb on_meta: {name} int8 quantization gave {weight.data.dtype}, SCB {weight.SCB}")
+            extra = {"SCB": weight.SCB}  # CB is weight.data: counted as the weight
+        layer.weight = weight
+        layer.bias = old.bias  # the layer's own bias, loaded unquantized in its dtype
+        for key, t in extra.items():
+            if t.device.type != "meta":
+                raise RuntimeError(f"bnb on_meta: {name}'s {key} is on {t.device}, not meta")
+            layer.register_buffer(f"weight_{key}", t, persistent=False)
