@@ -210,7 +210,7 @@ def predict(params: Params, preset: str = "full", phases: bool | str = False) ->
 def predicted_gb(params: Params) -> dict[Config, float] | None:
     """Full-size predicted memory_gb by configuration (``params.config_of`` of a record finds its own).
 
-    ``None`` for bitsandbytes (the estimate says so); a configuration the meta device
+    ``None`` for a backend the estimate does not cover (it says so); a configuration the meta device
     cannot quantize (torchao fp8dq / int4wo need CUDA) is left out.
     """
     try:
