@@ -201,7 +201,6 @@ class LiveBytes:
 
         from torch._subclasses.fake_tensor import FakeTensor
         from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils._pytree import tree_leaves
         from torch.utils.weak import WeakIdKeyDictionary
 
         tracker, known, counter = self, WeakIdKeyDictionary(), iter(range(1 << 62))
@@ -209,26 +208,34 @@ class LiveBytes:
         def is_wrapper(t) -> bool:  # a quantized subclass (quanto, torchao), not a fake or plain tensor
             return t is not torch.Tensor and not issubclass(t, FakeTensor) and hasattr(t, "__tensor_flatten__")
 
+        def tensors(value):  # the tensors in an operation's arguments or outputs (tuples, lists, dicts)
+            if isinstance(value, torch.Tensor):
+                yield value
+            elif isinstance(value, (tuple, list)):
+                for v in value:
+                    yield from tensors(v)
+            elif isinstance(value, dict):
+                for v in value.values():
+                    yield from tensors(v)
+
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 if any(is_wrapper(t) for t in types):
                     return NotImplemented
-                for a in tree_leaves((args, kwargs)):
-                    if isinstance(a, torch.Tensor):
-                        for st in _storages(a):
-                            if st not in known:
-                                known[st] = None
+                for a in tensors((args, kwargs)):
+                    for st in _storages(a):
+                        if st not in known:
+                            known[st] = None
                 out = func(*args, **(kwargs or {}))
-                for a in tree_leaves(out):
-                    if isinstance(a, torch.Tensor):
-                        for st in _storages(a):
-                            if st not in known:
-                                nbytes, key = st.nbytes(), next(counter)
-                                known[st] = key
-                                tracker.live += nbytes
-                                if tracker.events is not None:
-                                    tracker.events.append(("malloc", key, nbytes))
-                                weakref.finalize(st, tracker._free, nbytes, key)
+                for a in tensors(out):
+                    for st in _storages(a):
+                        if st not in known:
+                            nbytes, key = st.nbytes(), next(counter)
+                            known[st] = key
+                            tracker.live += nbytes
+                            if tracker.events is not None:
+                                tracker.events.append(("malloc", key, nbytes))
+                            weakref.finalize(st, tracker._free, nbytes, key)
                 phase = tracker.phase
                 if phase is not None and tracker.live > tracker.peaks.get(phase, -1):
                     tracker.peaks[phase] = tracker.live
