@@ -393,6 +393,8 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
     """One configuration's fake call: its live bytes by phase, the weights by component, and the events.
     ``preset``: whose call it is (the components' size): tiny's or the full pipeline's defaults where
     ``params`` leave a setting unset."""
+    import contextlib
+
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -404,7 +406,7 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
 
     hooks = backend_module(params["backend"])
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    modules, load, quantize, weights, storages, leaf = {}, [], [], {}, {}, 0
+    modules, load, quantize, weights, storages, leaf, keys = {}, [], [], {}, {}, 0, {}
     for name, component in components.items():
         qtype, fuse, transformer = "none", False, name == "transformer"
         if transformer:
@@ -424,17 +426,41 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
         storages[name] = [n for v in quantized.values() for n in v]
         leaf = max(leaf, max((sum(v) for k, v in quantized.items() if not any(True for _ in module.get_submodule(k).children())), default=0))
         modules[name] = to_fake(module, mode)
+        keys.update(_weight_keys(modules[name], name))
     pipe = pipeline_class(model)(**modules, **tiny.tokenizers(components), scheduler=tiny.scheduler(model))
     pipe.set_progress_bar_config(disable=True)
     call = call_settings({**params, "preset": preset})
     call.update(num_inference_steps=min(call["num_inference_steps"], PHASE_STEPS), output_type="pt",
                 num_images_per_prompt=config.batch_size, prompt=params["prompts"][0])  # fmt: skip
     kept: dict = {}  # the final latents, kept as measure.generate keeps them
-    _, tracker = traced_call(pipe, {**call, **step_hook(pipe, kept)}, params["seed"], events=True)
-    del pipe, modules
+    # A backend whose modules need help to run on fake tensors says how (layerwise, gguf: their fake_call).
+    with getattr(hooks, "fake_call", lambda *_: contextlib.nullcontext())(modules, config.qtype):
+        _, tracker = traced_call(pipe, {**call, **step_hook(pipe, kept)}, params["seed"], events=True, weights=keys)
+    incarnations = tracker.incarnations()
+    del pipe, modules, keys
     torch.compiler.reset()
     return {"live": tracker.peaks, "events": tracker.events, "load": load + quantize, "weights": weights,
-            "storages": storages, "largest_leaf": leaf}
+            "storages": storages, "largest_leaf": leaf, "incarnations": incarnations}
+
+
+def _weight_keys(module, component: str) -> dict:
+    """Each plain parameter and buffer of a (fake) component -> its key in the loading events
+    (``_load_events``' ``"w"`` keys, in ``_tensors_by_module``'s order): the fake call's ``LiveBytes`` says
+    which loaded block a weight freed during the call was."""
+    from .measure import _is_wrapper, _plain_tensors
+
+    seen: set[int] = set()
+    out: dict = {}
+    for name, sub in module.named_modules():
+        i = 0
+        for t in [*sub._parameters.values(), *sub._buffers.values()]:
+            if t is None or id(t) in seen:
+                continue
+            seen.add(id(t))
+            if not _is_wrapper(type(t)):
+                out[t] = (component, "w", name, i)
+            i += len(list(_plain_tensors(t)))
+    return out
 
 
 def _replay(trace: dict, offload: str = "none") -> dict:
@@ -454,9 +480,15 @@ def _replay(trace: dict, offload: str = "none") -> dict:
             a.malloc(event[1], event[2]) if event[0] == "malloc" else a.free(event[1])
     loaded_reserved, loaded_allocated = a.peak_reserved, a.allocated
 
+    holder: dict = {}  # a weight's loading key -> the block that holds it now (layerwise casting replaces it)
+
     def call(tag, phases=None):
         phase, resident = "encode", []
         for event in trace["events"]:
+            if event[0] == "free-weight":  # a weight's storage replaced during the call (see measure.LiveBytes)
+                if offload == "none":  # offloaded weights wait on the host: not the GPU's
+                    a.free(holder.pop(event[1], event[1]))
+                continue
             if event[0] == "enter":
                 phase = {"transformer": "denoise", "vae": "decode", None: None}.get(event[1], "encode")
                 component = event[1]
@@ -477,6 +509,7 @@ def _replay(trace: dict, offload: str = "none") -> dict:
                 phases[phase] = (max(old[0], a.allocated), max(old[1], a.reserved))
         for key in resident:  # back to the host after the call
             a.free(key)
+        holder.update({k: (tag, v) for k, v in trace.get("incarnations", {}).items()})
 
     call("warm")
     a.empty_cache()

@@ -170,6 +170,13 @@ def _storages(t: torch.Tensor):
         yield t.untyped_storage()
 
 
+def _is_wrapper(t) -> bool:
+    """A quantized tensor subclass (quanto, torchao), not a fake or plain tensor."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return t is not torch.Tensor and not issubclass(t, FakeTensor) and hasattr(t, "__tensor_flatten__")
+
+
 class LiveBytes:
     """Bytes of the tensor storages an operation creates while active, live and at their highest, per phase.
 
@@ -182,14 +189,40 @@ class LiveBytes:
     not seen. It works the same on real and on fake tensors: the estimate's prediction and the CPU's
     measurement are the same count. ``events`` (if asked): ``("malloc", key, bytes)`` and ``("free", key)``
     in order, what ``allocator.replay`` takes.
+
+    ``weights``: the pipeline's parameters and buffers (tensor -> a key of the caller's). A weight whose
+    storage is freed during the call gives its bytes back, ``("free-weight", key)``: diffusers' layerwise
+    casting replaces each layer's float8 weight by a cast copy for its forward and a new float8 one after
+    it (``module.to``), so without this every layer's new weight would count as new memory.
+    ``incarnations()`` after the call: the key of each weight whose storage the call replaced -> the event
+    key of the storage that holds it now.
     """
 
-    def __init__(self, events: bool = False):
+    def __init__(self, events: bool = False, weights: dict | None = None):
         self.live = 0
         self.phase: str | None = PHASES[0]
         self.peaks: dict[str, int] = {}
         self.events: list | None = [] if events else None
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        self.weights = WeakIdKeyDictionary(weights or {})  # not kept alive here: a replaced buffer is freed
         self._mode = None
+        self._known = None
+
+    def _free_weight(self, nbytes: int, key) -> None:
+        if self._mode is None:  # the call is over: the pipeline itself is being dropped
+            return
+        self.live -= nbytes
+        if self.events is not None:
+            self.events.append(("free-weight", key))
+
+    def incarnations(self) -> dict:
+        out = {}
+        for t, key in self.weights.items():
+            (st,) = _storages(t) if not _is_wrapper(type(t)) else (None,)
+            if st is not None and self._known.get(st) is not None:
+                out[key] = self._known[st]
+        return out
 
     def _free(self, nbytes: int, key: int) -> None:
         self.live -= nbytes
@@ -204,9 +237,13 @@ class LiveBytes:
         from torch.utils.weak import WeakIdKeyDictionary
 
         tracker, known, counter = self, WeakIdKeyDictionary(), iter(range(1 << 62))
-
-        def is_wrapper(t) -> bool:  # a quantized subclass (quanto, torchao), not a fake or plain tensor
-            return t is not torch.Tensor and not issubclass(t, FakeTensor) and hasattr(t, "__tensor_flatten__")
+        self._known = known
+        is_wrapper = _is_wrapper
+        for t, key in self.weights.items():
+            for st in _storages(t):
+                if st not in known:
+                    known[st] = None
+                    weakref.finalize(st, tracker._free_weight, st.nbytes(), key)
 
         def tensors(value):  # the tensors in an operation's arguments or outputs (tuples, lists, dicts)
             if isinstance(value, torch.Tensor):
@@ -247,6 +284,7 @@ class LiveBytes:
 
     def __exit__(self, *exc):
         self._mode.__exit__(*exc)
+        self._mode = None
         return False
 
 
@@ -272,10 +310,15 @@ def _phase_hooks(pipe, on_phase) -> list:
     return handles
 
 
-def traced_call(pipe, call_kwargs: dict, seed: int, events: bool = False) -> tuple[object, LiveBytes]:
+def traced_call(pipe, call_kwargs: dict, seed: int, events: bool = False,
+                weights: dict | None = None) -> tuple[object, LiveBytes]:  # fmt: skip
     """One call of ``pipe`` with ``LiveBytes`` counting each phase (the CPU's measurement, the estimate's
-    prediction on fake tensors): ``(output, tracker)``."""
-    tracker = LiveBytes(events=events)
+    prediction on fake tensors): ``(output, tracker)``. ``weights``: tensor -> key (``LiveBytes``); by default
+    every parameter and buffer of the pipeline's components."""
+    if weights is None:
+        tensors = (t for m in pipeline_modules(pipe).values() for t in [*m.parameters(), *m.buffers()])
+        weights = {t: i for i, t in enumerate(tensors)}
+    tracker = LiveBytes(events=events, weights=weights)
 
     def on_phase(name, component):
         tracker.phase = name

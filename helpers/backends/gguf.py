@@ -163,14 +163,48 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
 
 
 def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
-    """What loading the GGUF file gives: each quantized Linear's weight as uint8 blocks."""
+    """What loading the GGUF file gives: each quantized Linear made a ``GGUFLinear`` whose weight is a
+    ``GGUFParameter`` of uint8 blocks, as diffusers' single-file loading makes it
+    (``_replace_with_gguf_linear`` in diffusers/quantizers/gguf/utils.py); its bias keeps the pipeline's dtype."""
     after_load(module, qtype, exclude, transformer, fuse_qkv)
     if qtype == "none":
         return
     if fuse_qkv:
         raise NotImplementedError(FUSE_REASON)
     import torch
+    from diffusers.quantizers.gguf.utils import GGUFLinear, GGUFParameter
 
     for name, shape in quantized_linears(module, qtype, exclude).items():
         linear = module.get_submodule(name)
-        linear.weight = torch.nn.Parameter(torch.empty(shape, dtype=torch.uint8, device="meta"), requires_grad=False)
+        parent, _, child = name.rpartition(".")
+        gguf_linear = GGUFLinear(linear.in_features, linear.out_features, linear.bias is not None,
+                                 compute_dtype=linear.weight.dtype, device="meta")  # fmt: skip
+        gguf_linear.weight = GGUFParameter(torch.empty(shape, dtype=torch.uint8, device="meta"),
+                                           quant_type=_ggml_type(qtype))  # fmt: skip
+        if linear.bias is not None:
+            gguf_linear.bias = linear.bias
+        gguf_linear.requires_grad_(False)
+        setattr(module.get_submodule(parent) if parent else module, child, gguf_linear)
+
+
+def fake_call(components: dict, qtype: str):
+    """The estimate's fake call (``estimate.phase_trace``): a fake tensor cannot be a ``GGUFParameter``
+    (torch keeps one Python class per tensor), so for the call each ``GGUFLinear``'s fake weight carries
+    what diffusers' dequantization reads of it: ``quant_type``, and ``as_tensor`` (the same storage)."""
+    import contextlib
+
+    from diffusers.quantizers.gguf.utils import GGUFLinear
+
+    weights = [m.weight for c in components.values() for m in c.modules() if isinstance(m, GGUFLinear)]
+
+    @contextlib.contextmanager
+    def patched():
+        for w in weights:
+            w.quant_type, w.as_tensor = _ggml_type(qtype), (lambda w=w: w)
+        try:
+            yield
+        finally:
+            for w in weights:
+                del w.quant_type, w.as_tensor
+
+    return patched()

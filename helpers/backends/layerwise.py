@@ -83,3 +83,39 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
 
 
 on_meta = after_load  # casting a meta tensor changes its dtype only
+
+
+
+def fake_call(components: dict, qtype: str):
+    """The estimate's fake call (``estimate.phase_trace``) casts as a real one does. The hooks cast with
+    ``module.to``, whose ``_apply`` replaces a real parameter's ``.data`` but swaps a fake one
+    (``torch.utils.swap_tensors``, torch/nn/modules/module.py), which fails for fake tensors: their converter
+    holds weak references to them. For the call, each hooked module's ``to`` replaces ``.data`` (a buffer:
+    the tensor) as ``_apply`` does for real tensors, so the same storages are made and freed."""
+    import contextlib
+
+    from diffusers.hooks.layerwise_casting import LayerwiseCastingHook
+
+    def cast(module, dtype=None, non_blocking=False):
+        for t in module._parameters.values():
+            if t is not None and (t.is_floating_point() or t.is_complex()):
+                t.data = t.data.to(dtype)
+        for key, b in module._buffers.items():
+            if b is not None and (b.is_floating_point() or b.is_complex()):
+                module._buffers[key] = b.to(dtype)
+        return module
+
+    hooked = [m for c in components.values() for m in c.modules()
+              if any(isinstance(h, LayerwiseCastingHook) for h in getattr(getattr(m, "_diffusers_hook", None), "hooks", {}).values())]  # fmt: skip
+
+    @contextlib.contextmanager
+    def patched():
+        for m in hooked:  # an instance attribute: the hooks look `to` up on the module at each call
+            object.__setattr__(m, "to", lambda dtype=None, non_blocking=False, m=m: cast(m, dtype, non_blocking))
+        try:
+            yield
+        finally:
+            for m in hooked:
+                object.__delattr__(m, "to")
+
+    return patched()
