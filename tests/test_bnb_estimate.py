@@ -143,3 +143,34 @@ def test_flux_dev_full_size_numbers():
     for name in ("transformer", "text_encoder_2"):
         assert rows["nf4"]["components"][name] < rows["int8"]["components"][name] < rows["none"]["components"][name]
     assert rows["nf4"]["components"]["vae"] == rows["none"]["components"]["vae"]
+
+
+@pytest.mark.parametrize("qtype", ["nf4", "int8"])
+def test_fake_forward_makes_the_tensors_of_a_cpu_forward(qtype):
+    """The estimate's phases (``fake_call``): bitsandbytes' layers run on fake tensors through its fake kernels
+    make the same storages, byte for byte, as the same layers on its CPU kernels. 4-bit layers take the path a
+    CUDA device takes (``support_avx512bf16_for_cpu`` off: with AVX-512 bf16 the CPU repacks the weights)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from helpers.components import to_fake
+    from helpers.measure import LiveBytes
+
+    real = _diffusers_real(qtype)
+    meta = _flux("meta")
+    backend.on_meta(meta, qtype, [], True, False)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fake = to_fake(meta, mode)
+    for m in real.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+    torch.manual_seed(1)
+    inputs = dict(hidden_states=torch.randn(1, 16, 3, dtype=DTYPE), encoder_hidden_states=torch.randn(1, 8, 24, dtype=DTYPE),
+                  pooled_projections=torch.randn(1, 20, dtype=DTYPE), timestep=torch.tensor([0.5], dtype=DTYPE),
+                  img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(8, 3))  # fmt: skip
+    fake_inputs = {k: mode.from_tensor(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        with LiveBytes() as measured:
+            real(**inputs)
+        with backend.fake_call({"transformer": fake}, qtype), LiveBytes() as predicted:
+            fake(**fake_inputs)
+    assert measured.peaks and measured.peaks == predicted.peaks

@@ -45,3 +45,17 @@ def test_offload_modes_are_predicted_with_their_weights_on_the_host(tiny_paths):
         assert 0 < row["peak_allocated_gb"] < none["peak_allocated_gb"], mode
         assert row["peak_reserved_gb"] >= row["peak_allocated_gb"], mode
     assert rows["sequential"]["peak_allocated_gb"] <= rows["model"]["peak_allocated_gb"]
+
+
+def test_bitsandbytes_phases_are_predicted(tiny_paths):
+    """bitsandbytes runs on CUDA only here, so its records on this CPU are skipped; the estimate still predicts
+    its phases from its own layers on fake tensors (their CPU forward makes the same storages:
+    tests/test_bnb_estimate.py), and its loading quantizes weight by weight, so the unquantized weight of the
+    largest layer passes through the device on top of what is loaded so far."""
+    p = P.validate(dict(model="pixart", backend="bnb", qtypes=["none", "nf4", "int8"], quantize_te=[True], fuse_qkv=[False]))
+    rows = {r["qtype"]: r for r in estimate("pixart", "bf16", p, components_from_folder(tiny_paths["pixart"]), phases=True)}
+    for qtype, row in rows.items():
+        assert "note" not in row and set(row["phase_live_bytes"]) == {"encode", "denoise", "decode"}, row.get("note")
+        assert row["peak_reserved_gb"] >= row["peak_allocated_gb"] > row["memory_gb"], qtype
+        assert row["loaded_reserved_gb"] >= row["memory_gb"], qtype
+    assert rows["nf4"]["peak_allocated_gb"] < rows["int8"]["peak_allocated_gb"] < rows["none"]["peak_allocated_gb"]

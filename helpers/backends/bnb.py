@@ -172,8 +172,48 @@ def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv:
                 raise RuntimeError(f"bnb on_meta: {name} int8 quantization gave {weight.data.dtype}, SCB {weight.SCB}")
             extra = {"SCB": weight.SCB}  # CB is weight.data: counted as the weight
         layer.weight = weight
+        if isinstance(layer, bnb.nn.Linear4bit):
+            layer.quant_state = weight.quant_state  # what the fake call's weight needs back (fake_call)
         layer.bias = old.bias  # the layer's own bias, loaded unquantized in its dtype
         for key, t in extra.items():
             if t.device.type != "meta":
                 raise RuntimeError(f"bnb on_meta: {name}'s {key} is on {t.device}, not meta")
             layer.register_buffer(f"weight_{key}", t, persistent=False)
+
+
+def fake_call(components: dict, qtype: str):
+    """The estimate's fake call (``estimate.phase_trace``) runs bitsandbytes' own layers and kernels (their
+    fake kernels, bitsandbytes/_ops.py) on the layout ``on_meta`` made. A fake tensor cannot be a
+    ``Params4bit`` or an ``Int8Params`` (torch keeps one Python class per tensor), so for the call each layer
+    gets back what its forward reads of its weight: a 4-bit layer its ``QuantState`` around the fake absmax,
+    code (and nested) buffers, an 8-bit layer its ``state.CB`` (the int8 weight) and ``state.SCB``, as
+    ``init_8bit_state`` leaves them. A 4-bit layer takes the CUDA path (``support_avx512bf16_for_cpu``
+    off: the fake call's device is the CPU, the prediction is for CUDA)."""
+    import contextlib
+    import copy
+
+    import bitsandbytes as bnb
+
+    layers = [m for c in components.values() for m in c.modules()
+              if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]  # fmt: skip
+
+    def fake_state(layer):
+        qs = copy.copy(layer.quant_state)
+        qs.absmax, qs.code = layer.weight_absmax, layer.weight_code
+        if qs.nested:
+            qs.offset, qs.state2 = layer.weight_offset, copy.copy(qs.state2)
+            qs.state2.absmax, qs.state2.code = layer.weight_state2_absmax, layer.weight_state2_code
+        return qs
+
+    @contextlib.contextmanager
+    def patched():
+        for layer in layers:
+            if isinstance(layer, bnb.nn.Linear4bit):
+                layer.weight.quant_state = fake_state(layer)
+                layer.support_avx512bf16_for_cpu = False
+            else:
+                layer.weight.CB = layer.weight.SCB = None
+                layer.state.CB, layer.state.SCB = layer.weight, layer.weight_SCB
+        yield
+
+    return patched()
