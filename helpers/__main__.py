@@ -126,6 +126,20 @@ def _bench_executor(args) -> int:
     return 0
 
 
+def _parameters(args) -> int:
+    from pathlib import Path
+
+    from .parameters import markdown_table, with_table
+
+    if not args.write:
+        print(markdown_table())
+        return 0
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    readme.write_text(with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"wrote the parameter table into {readme}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the size predicted, and the records that count as measured (default: full)")
     f.add_argument("--format", choices=("table", "json"), default="table")
     f.set_defaults(func=_fit)
+
+    t = sub.add_parser("parameters", help="print the parameter table (helpers/parameters.py), or --write it into README.md")
+    t.add_argument("--write", action="store_true", help="replace the table between README.md's parameters markers")
+    t.set_defaults(func=_parameters)
 
     n = sub.add_parser("notebook", help="write notebooks/<model>.ipynb from the one template (helpers/notebook.py)")
     n.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))

@@ -1,7 +1,7 @@
 """The one template every notebook in ``notebooks/`` is generated from (``python -m helpers notebook``).
 
 A notebook is its title, the tagged ``parameters`` cell (every parameter of
-``params.DEFAULTS``, with its type and help in lines that fit the cell), then
+``parameters.PARAMETERS``, with its type and help in lines that fit the cell), then
 one helpers call per step and the display. Only the title and the model differ between models,
 so editing a notebook by hand is editing this file; ``tests/test_notebooks.py``
 checks that the committed notebooks are exactly what it gives.
@@ -12,47 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .params import DEFAULTS
-from .registry import BACKEND_QTYPES, MODELS, OFFLOAD_MODES, model_spec
+from .parameters import PARAMETERS
+from .registry import model_spec
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-# name -> (annotation, help); the order is DEFAULTS'.
-_HELP = {
-    "model": ("str", f"pipeline: {' | '.join(MODELS)}"),
-    "checkpoint": ("str", "a local pipeline folder or hub id; None: the preset's own"),
-    "preset": ("str", "tiny: random-weight pipeline, offline | full: the hub checkpoint | random-full"),
-    "device": ("str", "auto (CUDA if present) | cpu | cuda"),
-    "dtype": ("str", "compute dtype: fp16 | bf16"),
-    "backend": ("str", f"{' | '.join(BACKEND_QTYPES)} (quanto: the published grid)"),
-    "qtypes": ("list", "the backend's weight types; None: all of them ("
-               + "; ".join(f"{b}: {' '.join(q)}" for b, q in BACKEND_QTYPES.items()) + ")"),
-    "quantize_te": ("list", "quantize text encoders? each: False | True (all) | a list of names, e.g. ['text_encoder']"),
-    "te_qtypes": ("list", "the text encoders' qtypes (a grid axis); None: the transformer's qtype"),
-    "fuse_qkv": ("list", "fuse the transformer's QKV projections first?"),
-    "batch_sizes": ("list", "images per prompt"),
-    "offload": ("list", f"a grid axis, CUDA only (skipped on the CPU): {' | '.join(OFFLOAD_MODES)} (where weights "
-                        "wait between uses)"),
-    "exclude": ("list", "transformer module-name patterns left unquantized"),
-    "steps": ("int", "denoising steps; None: the preset's default"),
-    "height": ("int", "image height (px); None: the preset's default"),
-    "width": ("int", "image width (px); None: the preset's default"),
-    "guidance_scale": ("float", "None: the pipeline's default"),
-    "max_sequence_length": ("int", "text tokens the encoders see; None: the preset's default"),
-    "prompts": ("list", "the first (published) is timed; fidelity uses all"),
-    "quality_metrics": ("list", 'optional: ["clip_score"] (needs the hub)'),
-    "seed": ("int", "seed of every pipeline call"),
-    "warmup": ("int", "untimed calls first (the first int4 call compiles a kernel)"),
-    "repeats": ("int", "timed calls; latency is their median"),
-    "compile": ("bool", 'False | "default" | "max-autotune": torch.compile the transformer'),
-    "threads": ("int", "CPU threads torch may use; None: every core (batch sets it when notebooks run side by side)"),
-    "out_dir": ("str", "records, images and grids (relative to this notebook)"),
-    "executor": ("str", "inline: in this kernel | ray: each configuration in a fresh Ray worker; None: inline for tiny, else ray"),
-    "ray_address": ("str", 'None: an embedded local cluster for this run | "auto" | "host:port" of a running cluster'),
-    "ray_resources": ("dict", "what each configuration's Ray task asks for; None: 1 GPU on CUDA, all of a node's CPUs on the CPU"),
-    "timeout_s": ("int", "ray: seconds one configuration may take, then cancelled and recorded as an error; None: none for tiny, 3600 for full sizes"),
-}  # fmt: skip
-assert list(_HELP) == list(DEFAULTS), "every parameter has its line in the notebooks, in DEFAULTS' order"
 
 _STEPS = [
     ("markdown", "# {title}: what each quantization choice costs and buys\n\nValidate the parameters, run the grid "
@@ -122,9 +85,11 @@ def _parameter_lines(assignment: str, text: str) -> list[str]:
 
 
 def parameters_source(model: str) -> str:
-    values = {**DEFAULTS, "model": model, "out_dir": "../outputs"}
-    return "\n".join(line for name, (kind, text) in _HELP.items()
-                     for line in _parameter_lines(f"{name}: {kind} = {_literal(values[name])}", text))  # fmt: skip
+    """The parameters cell: every parameter (helpers/parameters.py) with its annotation, default and help."""
+    values = {"model": model, "out_dir": "../outputs"}
+    return "\n".join(line for p in PARAMETERS
+                     for line in _parameter_lines(f"{p.name}: {p.annotation} = {_literal(values.get(p.name, p.default))}",
+                                                  p.help))  # fmt: skip
 
 
 def _cell(kind: str, source: str, index: int, tags=()) -> dict:

@@ -12,53 +12,16 @@ import itertools
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 
 import yaml
 
-from .registry import (BACKEND_QTYPES, BACKENDS, COMPILE_MODES, DEVICES, DTYPES, EXECUTORS, MODELS, OFFLOAD_MODES,
-                       PRESETS)
+from .parameters import BY_NAME, PARAMETERS
+from .registry import BACKEND_QTYPES, EXECUTORS
 
-DEFAULT_PROMPT = "ghibli style, a fantasy landscape with castles"
-
-DEFAULTS: dict = {
-    "model": next(iter(MODELS)),  # the first model registered
-    "checkpoint": None,  # None: the preset's checkpoint (tiny cache or hub id)
-    "preset": "tiny",  # tiny (offline) | full (hub checkpoint) | random-full (full size, random weights)
-    "device": "auto",
-    "dtype": "bf16",
-    "backend": "quanto",  # quanto (the published grid) | torchao | bnb
-    "qtypes": None,  # None: every qtype of the backend
-    "quantize_te": [False, True],  # each: false | true (every text encoder) | a list of text-encoder names
-    "te_qtypes": None,  # the text encoders' qtypes, an axis of the grid; None: the transformer's qtype
-    "fuse_qkv": [False, True],
-    "batch_sizes": [1],
-    # Where the weights wait between uses, an axis of the grid: none | model | group-block | group-leaf |
-    # sequential (registry.OFFLOAD_MODES; helpers/offload.py says what each calls). CUDA only: on the CPU an
-    # offloading configuration is recorded skipped.
-    "offload": ["none"],
-    "exclude": [],
-    "steps": None,  # None: the preset's default
-    "height": None,
-    "width": None,
-    "guidance_scale": None,
-    "max_sequence_length": None,  # text tokens the encoders see (T5); None: the preset's default (limit: the model's)
-    "prompts": [DEFAULT_PROMPT],  # the first is timed; fidelity is averaged over all
-    "quality_metrics": [],  # optional: clip_score (needs the hub)
-    "seed": 0,
-    "warmup": 1,
-    "repeats": 3,
-    "compile": False,  # false | default | max-autotune: torch.compile of the transformer
-    "threads": None,  # CPU threads torch may use while a configuration runs (1..cores); None: torch's default
-    "out_dir": "outputs",
-    "executor": None,  # inline (in this process) | ray (a fresh Ray worker per configuration); None: by preset
-    "ray_address": None,  # None: an embedded local cluster for this run | "auto" | "host:port" of a running one
-    "ray_resources": None,  # what each configuration's task asks Ray for; None: 1 GPU on CUDA, see cluster.py
-    # The most seconds one configuration may take under executor ray (then cancelled, recorded as an error);
-    # None: by preset, see TIMEOUT_S.
-    "timeout_s": None,
-}
+# Every parameter's default, type, choices and help: helpers/parameters.py, its one declaration.
+DEFAULTS: dict = {p.name: p.default for p in PARAMETERS}
 
 # timeout_s by preset under executor ray, counted from when a configuration's task starts in its worker.
 # tiny: none (a configuration takes seconds, most of them a fresh worker's imports). Full size: an hour,
@@ -68,13 +31,10 @@ DEFAULTS: dict = {
 # load; a first compiled call or a slower GPU can take several times that. random-full builds the same sizes.
 TIMEOUT_S = {"tiny": None, "full": 3600, "random-full": 3600}
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
 
 def _numbers(value):
     """Every number in a parameter's value (in lists and mappings too)."""
-    if _is_number(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         yield value
     elif isinstance(value, (list, tuple)):
         for x in value:
@@ -82,64 +42,6 @@ def _numbers(value):
     elif isinstance(value, dict):
         for x in value.values():
             yield from _numbers(x)
-
-
-def _is_str_list(v) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-
-# name -> (type description, check(value) -> bool)
-_OPT_INT = ("int or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)))
-_TYPES = {
-    "model": ("str", lambda v: isinstance(v, str)),
-    "checkpoint": ("str or null", lambda v: v is None or isinstance(v, str)),
-    "preset": ("str", lambda v: isinstance(v, str)),
-    "device": ("str", lambda v: isinstance(v, str)),
-    "dtype": ("str", lambda v: isinstance(v, str)),
-    "qtypes": ("list of str or null", lambda v: v is None or isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    "quantize_te": (
-        "list of false, true or lists of text-encoder names",
-        lambda v: isinstance(v, list) and all(isinstance(x, bool) or _is_str_list(x) for x in v),
-    ),
-    "te_qtypes": ("list of str or null", lambda v: v is None or _is_str_list(v)),
-    "fuse_qkv": ("list of bool", lambda v: isinstance(v, list) and all(isinstance(x, bool) for x in v)),
-    "batch_sizes": (
-        "list of int",
-        lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
-    ),
-    "offload": ("list of str", _is_str_list),
-    "exclude": ("list of str", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    "steps": _OPT_INT,
-    "height": _OPT_INT,
-    "width": _OPT_INT,
-    "max_sequence_length": _OPT_INT,
-    "guidance_scale": (
-        "number or null",
-        lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
-    ),
-    "prompts": ("list of str", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    "quality_metrics": ("list of str", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    "seed": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "warmup": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "repeats": ("int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "out_dir": ("str", lambda v: isinstance(v, (str, os.PathLike))),
-    "backend": ("str", lambda v: isinstance(v, str)),
-    "compile": ("false or str", lambda v: v is False or isinstance(v, str)),
-    "threads": _OPT_INT,
-    "executor": ("str or null", lambda v: v is None or isinstance(v, str)),
-    "ray_address": ("str or null", lambda v: v is None or isinstance(v, str)),
-    "ray_resources": (
-        "mapping of num_cpus / num_gpus to numbers, or null",
-        lambda v: v is None or (isinstance(v, dict) and all(isinstance(x, str) for x in v)
-                                and all(_is_number(x) for x in v.values())),
-    ),
-    "timeout_s": _OPT_INT,
-}
-assert set(_TYPES) == set(DEFAULTS)
-
-QUALITY_METRICS = ("clip_score",)
-
-_CHOICES = {"model": tuple(MODELS), "preset": PRESETS, "device": DEVICES, "dtype": DTYPES, "backend": BACKENDS}
 
 
 def load_params_file(path: str | os.PathLike) -> dict:
@@ -174,41 +76,9 @@ def ensure_out_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Params(Mapping):
+class _Mapping(Mapping):
     """Validated parameters: typed, frozen, complete. Read as ``p.dtype`` or, like the plain dict of a
     params file or a notebook, ``p["dtype"]``; ``dict(p)`` gives the plain names back (YAML, JSON)."""
-
-    model: str
-    checkpoint: str | None
-    preset: str
-    device: str
-    dtype: str
-    backend: str
-    qtypes: list[str]
-    quantize_te: list[bool | list[str]]
-    te_qtypes: list[str] | None
-    fuse_qkv: list[bool]
-    batch_sizes: list[int]
-    offload: list[str]
-    exclude: list[str]
-    steps: int | None
-    height: int | None
-    width: int | None
-    guidance_scale: float | None
-    max_sequence_length: int | None
-    prompts: list[str]
-    quality_metrics: list[str]
-    seed: int
-    warmup: int
-    repeats: int
-    compile: bool | str
-    threads: int | None
-    out_dir: str
-    executor: str
-    ray_address: str | None
-    ray_resources: dict | None
-    timeout_s: int | None
 
     def __getitem__(self, key: str):
         if key not in DEFAULTS:
@@ -222,6 +92,11 @@ class Params(Mapping):
         return len(DEFAULTS)
 
 
+# A frozen dataclass with one field per parameter, in their declared order (helpers/parameters.py).
+Params = make_dataclass("Params", [(p.name, object) for p in PARAMETERS], bases=(_Mapping,), frozen=True)
+Params.__module__, Params.__doc__ = __name__, _Mapping.__doc__
+
+
 def validate(params) -> Params:
     """Merge ``params`` over ``DEFAULTS`` and check every key, type and choice.
 
@@ -233,12 +108,13 @@ def validate(params) -> Params:
         raise ValueError(f"unknown parameter {unknown[0]!r}; valid parameters: {', '.join(DEFAULTS)}")
     merged = {**DEFAULTS, **params}
     for key, value in merged.items():
-        kind, ok = _TYPES[key]
-        if not ok(value):
-            raise ValueError(f"parameter {key!r} must be {kind}, got {value!r}")
+        declared = BY_NAME[key]
+        if not declared.check(value):
+            raise ValueError(f"parameter {key!r} must be {declared.kind}, got {value!r}")
         if any(not math.isfinite(x) for x in _numbers(value)):
             raise ValueError(f"parameter {key!r} must be finite, got {value!r}")
-    for key, choices in _CHOICES.items():
+    for key in ("model", "preset", "device", "dtype", "backend"):  # one value, from the declared choices
+        choices = BY_NAME[key].choices
         if merged[key] not in choices:
             raise ValueError(f"parameter {key!r}: unknown value {merged[key]!r}; valid choices: {', '.join(choices)}")
     valid = BACKEND_QTYPES[merged["backend"]]
@@ -251,18 +127,14 @@ def validate(params) -> Params:
                 f"valid choices: {', '.join(valid)}"
             )
     _check_executor(merged)
-    if merged["compile"] is not False and merged["compile"] not in COMPILE_MODES:
-        raise ValueError(
-            f"parameter 'compile': unknown mode {merged['compile']!r}; valid choices: false, {', '.join(COMPILE_MODES)}"
-        )
-    for mode in merged["offload"]:
-        if mode not in OFFLOAD_MODES:
-            raise ValueError(f"parameter 'offload': unknown mode {mode!r}; valid choices: {', '.join(OFFLOAD_MODES)}")
-    for q in merged["quality_metrics"]:
-        if q not in QUALITY_METRICS:
-            raise ValueError(
-                f"parameter 'quality_metrics': unknown metric {q!r}; valid choices: {', '.join(QUALITY_METRICS)}"
-            )
+    if merged["compile"] not in BY_NAME["compile"].choices:
+        modes = ", ".join(m for m in BY_NAME["compile"].choices if m)
+        raise ValueError(f"parameter 'compile': unknown mode {merged['compile']!r}; valid choices: false, {modes}")
+    for key, what in (("offload", "mode"), ("quality_metrics", "metric")):  # lists: each from the declared choices
+        choices = BY_NAME[key].choices
+        for value in merged[key]:
+            if value not in choices:
+                raise ValueError(f"parameter {key!r}: unknown {what} {value!r}; valid choices: {', '.join(choices)}")
     for key in ("qtypes", "quantize_te", "te_qtypes", "fuse_qkv", "batch_sizes", "offload", "prompts"):
         if merged[key] is None and key == "te_qtypes":
             continue
@@ -658,4 +530,3 @@ def reference_of(config: Config) -> Config:
     return Config("none", False, config.fuse_qkv, config.batch_size, None, "none")
 
 
-assert [f.name for f in fields(Params)] == list(DEFAULTS), "Params has every parameter, in DEFAULTS' order"

@@ -16,21 +16,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .parameters import PARAMETERS
+
 STATUSES = ("ok", "error", "skipped")
 
-# Fields that say which configuration a record measured; two records with the
-# same values measured the same thing.
-CONFIG_FIELDS = (
-    "model", "checkpoint", "preset", "device", "dtype", "qtype", "quantize_te", "te_qtype",
-    "fuse_qkv", "exclude", "batch_size", "steps", "height", "width", "guidance_scale", "max_sequence_length", "prompts", "seed",
-    "warmup", "repeats", "quality_metrics", "backend", "compile", "threads", "gpu", "compute_capability", "offload",
-)  # fmt: skip
 # Identity fields a key leaves out at their default value: the configurations and records that existed before
 # the field have the key (and the output file names) they had then. A record without the field loads at it.
 KEY_DEFAULTS = {"offload": "none"}
 # The hardware half of the identity: on CUDA the GPU model and its compute capability, None on the CPU (so a
 # record written before these fields existed keeps its identity). A figure never meets another GPU's.
 HARDWARE_FIELDS = ("gpu", "compute_capability")
+# Fields that say which configuration a record measured (two records with the same values measured the same
+# thing): the fields its parameters give it (each parameter's ``record``, helpers/parameters.py), then the hardware.
+CONFIG_FIELDS = tuple(p.record for p in PARAMETERS if p.record) + HARDWARE_FIELDS
 
 
 def identity_hardware(source) -> tuple:
