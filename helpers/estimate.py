@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 
+from .cache import key_hash, write_atomic
 from .components import (
     Component,
     build_on_meta,
@@ -41,20 +42,14 @@ def _stored(key: dict, compute) -> tuple[int, int]:
     """``compute()`` for one component variant, kept on disk under a hash of everything it depends on
     (the component's architecture, dtype, quantization, fuse, exclude, library versions): the same T5
     encoder of three pipelines, or an unquantized transformer under two backends, is counted once."""
-    import hashlib
-
     from .paths import cache_dir
     from .records import library_versions
 
-    text = json.dumps({**key, "versions": library_versions()}, sort_keys=True, default=str)
-    path = cache_dir() / "estimates" / "variants" / (hashlib.sha256(text.encode()).hexdigest()[:24] + ".json")
+    path = cache_dir() / "estimates" / "variants" / (key_hash({**key, "versions": library_versions()}, 24) + ".json")
     if path.is_file():
         return tuple(json.loads(path.read_text()))
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(list(value)))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(list(value)))
     return value
 
 
@@ -200,10 +195,7 @@ def predict(params: Params, preset: str = "full", phases: bool | str = False) ->
         return json.loads(path.read_text())
     rows = estimate(params["model"], params["dtype"], params, components_for(params["model"], preset), bool(phases),
                     preset)  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(rows))
     return rows
 
 
@@ -264,8 +256,6 @@ def format_table(rows: list[dict]) -> str:
 def _cache_path(params: Params, preset: str, phases: bool):
     """Where ``predict`` keeps its rows: a hash of everything they depend on (the architectures, the grid,
     ``exclude``, the backend's rule, the library versions; with the phases, the call and the tracker's code)."""
-    import hashlib
-
     from .paths import cache_dir
     from .records import library_versions
 
@@ -282,7 +272,7 @@ def _cache_path(params: Params, preset: str, phases: bool):
         "versions": library_versions(),
         **({"tracker": [_source_hash(m) for m in _phase_sources()]} if phases else {}),
     }
-    digest = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = key_hash(key_data, 16)
     return cache_dir() / "estimates" / f"{model}_{dtype}_{preset}_{digest}{'_phases' if phases else ''}.json"
 
 

@@ -7,12 +7,9 @@ full-size checkpoint goes through on a GPU machine.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .cache import key_hash, write_atomic
 from .params import Params
 from .paths import cache_dir
 from .registry import model_spec, torch_device, torch_dtype
@@ -25,14 +22,11 @@ def tiny_name(model: str) -> str:
     architecture gives new records and a new folder, while an edit that changes nothing built (a comment,
     the order of the code) changes neither. Computing it builds nothing.
     """
-    import json
-
     from . import tiny
 
     spec = model_spec(model)
     content = {"components": spec.tiny, "call": spec.tiny_call, "scheduler": spec.scheduler, "words": tiny.WORDS}
-    text = json.dumps(content, sort_keys=True, default=str)
-    return f"tiny-{model}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return f"tiny-{model}-{key_hash(content, 12)}"
 
 
 def ensure_tiny(model: str) -> Path:
@@ -42,18 +36,7 @@ def ensure_tiny(model: str) -> Path:
     path = cache_dir() / tiny_name(model)
     if (path / "model_index.json").is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        build_tiny(model, tmp)
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process finished first: keep theirs
-            if not (path / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return write_atomic(path, lambda tmp: build_tiny(model, tmp))  # another process finished first: keeps theirs
 
 
 def checkpoint_name(params: Params) -> str:

@@ -86,18 +86,16 @@ def gguf_file(checkpoint: str, qtype: str, dtype, exclude: list[str]):
     writer and then read its file (under Ray, one fresh process per configuration).
     """
     import fcntl
-    import hashlib
-    import json
-    import os
     from importlib.metadata import version
 
     import diffusers
 
+    from ..cache import key_hash, write_atomic
     from ..paths import cache_dir
 
     cls_name, arch = _transformer_config(checkpoint)
-    key = json.dumps([checkpoint, arch, str(dtype), qtype, exclude, version("gguf")], sort_keys=True, default=str)
-    path = cache_dir() / "gguf" / f"{cls_name}-{qtype}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.gguf"
+    digest = key_hash([checkpoint, arch, str(dtype), qtype, exclude, version("gguf")], 16)
+    path = cache_dir() / "gguf" / f"{cls_name}-{qtype}-{digest}.gguf"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,9 +103,7 @@ def gguf_file(checkpoint: str, qtype: str, dtype, exclude: list[str]):
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
         if not path.is_file():  # another process wrote it while this one waited
             transformer = getattr(diffusers, cls_name).from_pretrained(checkpoint, subfolder="transformer", dtype=dtype)
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-            write(transformer, qtype, exclude, tmp)
-            tmp.replace(path)
+            write_atomic(path, lambda tmp: write(transformer, qtype, exclude, tmp))
     return path
 
 
