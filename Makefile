@@ -8,7 +8,7 @@ PREPARED := $(VENV)/.prepared
 # The sections make report runs: quanto (the published grid) in every dtype, torchao in bf16.
 REPORT_BACKENDS := quanto torchao:bf16
 
-.PHONY: setup test report clean chromium ccache gpu-check
+.PHONY: setup test test-fast report clean chromium ccache gpu-check
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ test: export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 test: export RAY_USAGE_STATS_ENABLED = 0
 test: setup chromium
 	$(PY) -m pytest -q --durations=15
+
+# The inner loop, under 90 s here: every test not marked slow (pyproject.toml); make test, CI's, runs them all.
+test-fast: export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
+test-fast: export RAY_USAGE_STATS_ENABLED = 0
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 # The main job on the tiny default: every model's notebook for fp16 and bf16 (quanto, the published grid),
 # and torchao in bf16 beside it, in one batch (12 notebooks); outputs/RESULTS.md and outputs/report.html cover both.

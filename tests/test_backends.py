@@ -46,6 +46,7 @@ def test_every_backend_module_has_the_interface():
         assert b.notes("none", "cuda") == [] and b.files(None, "none", torch.bfloat16, []) is None
 
 
+@pytest.mark.slow
 def test_torchao_grid_records_every_configuration_ok_or_skipped(tmp_path, tiny_paths):
     p = P.validate(dict(model="pixart", backend="torchao", quantize_te=[False, True], fuse_qkv=[False, True],
                         warmup=0, repeats=1, device="cpu", out_dir=str(tmp_path)))  # fmt: skip
@@ -153,6 +154,7 @@ def test_a_backend_refuses_names_it_does_not_have():
         P.validate({"backend": "bnb", "qtypes": ["fp8"]})
 
 
+@pytest.mark.slow
 def test_compile_records_its_first_call_apart_from_latency(tmp_path, tiny_paths):
     p = P.validate(dict(model="pixart", qtypes=["none"], quantize_te=[False], fuse_qkv=[False], compile="default",
                         warmup=1, repeats=2, device="cpu", out_dir=str(tmp_path)))  # fmt: skip
@@ -223,6 +225,7 @@ def _ask_for_a_gguf_file(checkpoint: str, writes: str, barrier) -> None:
         gguf.write = real
 
 
+@pytest.mark.slow
 def test_two_processes_asking_for_one_gguf_file_write_it_once(tiny_paths, tmp_path, monkeypatch):
     """Ray runs each configuration in a fresh process: those asking for the same file at once wait for the
     first writer's lock (``<file>.lock``), then read its file. This process and a spawned one ask at once

@@ -126,6 +126,7 @@ def test_fusing_qkv_is_refused():
         backend.on_meta(_flux("meta"), "nf4", [], True, True)
 
 
+@pytest.mark.slow  # full size: 2 s here
 def test_flux_dev_full_size_numbers():
     """FLUX.1-dev bf16, transformer and T5 (text_encoder_2) quantized: the estimate's weights. The published
     H100 max_memory_reserved after loading (12.584 GB nf4, 19.273 GB int8, 31.447 GB bf16) is not a target

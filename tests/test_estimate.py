@@ -16,8 +16,11 @@ from helpers.registry import MODELS
 # Each model in one dtype per backend, the other dtype with the other backend: every model's load in fp16
 # (T5's float32 `wo`, transformers' _keep_in_fp32_modules) and in bf16 is checked, at half the cost of both
 # dtypes twice (about 25 s of make test).
-QUANTO_DTYPES = [(m, ("bf16", "fp16")[i % 2]) for i, m in enumerate(MODELS)]
-TORCHAO_DTYPES = [(m, ("fp16", "bf16")[i % 2]) for i, m in enumerate(MODELS)]
+# make test-fast checks the first model of each (PixArt-Sigma), make test all four (about 3 s each).
+QUANTO_DTYPES = [pytest.param(m, ("bf16", "fp16")[i % 2], marks=[pytest.mark.slow] if i else [])
+                 for i, m in enumerate(MODELS)]  # fmt: skip
+TORCHAO_DTYPES = [pytest.param(m, ("fp16", "bf16")[i % 2], marks=[pytest.mark.slow] if i else [])
+                  for i, m in enumerate(MODELS)]  # fmt: skip
 
 
 @pytest.mark.parametrize("model, dtype", QUANTO_DTYPES)
@@ -109,6 +112,7 @@ def test_auraflow_transformer_is_what_diffusers_conversion_script_builds():
     assert {**defaults, "num_mmdit_layers": 4, "num_single_dit_layers": 32} == kwargs
 
 
+@pytest.mark.slow
 def test_cli_prints_json_with_the_documented_keys(tiny_cache, tmp_path, capsys):
     """The CLI in this process (tests/test_faults.py runs `python -m helpers` as a user does): a fresh
     interpreter's imports would cost this test 8 of its 14 s."""
@@ -200,6 +204,7 @@ def _grid_against_estimate(tiny_paths, tmp_path, **overrides):
     return rows
 
 
+@pytest.mark.slow
 def test_per_encoder_and_mixed_qtypes_equal_their_estimates(tiny_paths, tmp_path):
     """SD3: encoders chosen one by one, and a qtype of their own (an unquantized transformer with int8
     encoders too); records carry quantize_te as given and the tables read 1+3 and NONE / TE INT8."""
@@ -225,6 +230,7 @@ def test_per_encoder_and_mixed_qtypes_equal_their_estimates(tiny_paths, tmp_path
     assert ("FP8", "No") in set(zip(df["Quantization"], df["Quantize TE"]))
 
 
+@pytest.mark.slow
 def test_gguf_and_layerwise_casting_equal_their_estimates(tiny_paths, tmp_path):
     """GGUF: FLUX's transformer from a .gguf file (q8_0, q4_0) with fidelity to NONE; fp8 layerwise
     casting of SD3's transformer and text encoders. Measured memory == prediction, to the byte."""

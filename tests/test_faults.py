@@ -108,6 +108,7 @@ def _one_line_error(args: list[str]) -> str:
     return out.stderr
 
 
+@pytest.mark.slow
 def test_what_a_new_user_tried_gets_a_one_line_error_naming_the_key_or_path(tmp_path):
     """A non-finite number, an output folder that cannot be made, a params path that is a folder and a params
     file that is not UTF-8: each named, at once, before anything loads."""
@@ -127,6 +128,7 @@ def test_what_a_new_user_tried_gets_a_one_line_error_naming_the_key_or_path(tmp_
     assert not list(tmp_path.glob("results"))
 
 
+@pytest.mark.slow
 def test_batch_refuses_a_bad_model_and_exits_non_zero(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "helpers", "batch", "--models", "pixart", "sdxl", "--out", str(tmp_path)],
@@ -139,6 +141,7 @@ def test_batch_refuses_a_bad_model_and_exits_non_zero(tmp_path):
 SMALL = dict(qtypes=["none", "int8", "fp8", "int4"], quantize_te=[False], fuse_qkv=[False, True], warmup=0, repeats=1)
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_grid_resumes_without_loss_or_duplicates(tmp_path, tiny_paths):
     params_file = tmp_path / "p.yaml"
     params_file.write_text(json.dumps(SMALL))

@@ -60,7 +60,8 @@ def test_pareto_front_on_a_hand_made_table_with_ties():
 PROMPTS = ["ghibli style, a fantasy landscape with castles", "a red car on a road", "two cats on a sofa"]
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", [pytest.param(m, marks=[pytest.mark.slow] if i else [])  # make test-fast: PixArt
+                                   for i, m in enumerate(MODELS)])  # fmt: skip
 def test_int4_is_not_closer_to_none_than_int8(tmp_path, tiny_paths, model):
     p = P.validate(dict(model=model, qtypes=["none", "int8", "int4"], quantize_te=[False], fuse_qkv=[False],
                         prompts=PROMPTS, warmup=0, repeats=1, out_dir=str(tmp_path)))  # fmt: skip

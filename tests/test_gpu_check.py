@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import gpu_check
 from helpers.records import Record
 
@@ -16,6 +18,7 @@ NO_CUDA = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # on a GPU machine too, th
 MESSAGE = "gpu-check: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine"
 
 
+@pytest.mark.slow
 def test_make_gpu_check_command_exits_2_without_cuda():
     """`make gpu-check`'s command, run as make runs it: one line, exit status 2."""
     done = subprocess.run([sys.executable, "-m", "helpers.gpu_check"], cwd=ROOT, env=NO_CUDA,
@@ -24,6 +27,7 @@ def test_make_gpu_check_command_exits_2_without_cuda():
     assert done.stdout.strip() == MESSAGE
 
 
+@pytest.mark.slow
 def test_without_cuda_nothing_heavy_is_imported():
     code = (
         "import sys\nfrom helpers import gpu_check\nrc = gpu_check.main()\n"

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JUPYTER = Path(sys.executable).with_name("jupyter")
 # The tiny grid: two configurations, one of them quantized, measured once each.
 SMALL = {"qtypes": ["none", "int8"], "quantize_te": [False], "fuse_qkv": [False], "warmup": 0, "repeats": 1}
+pytestmark = pytest.mark.slow  # JupyterLab, a kernel and Chromium: 20 s here
 
 
 def _free_port() -> int:

@@ -100,6 +100,7 @@ def batch_out(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_notebook_ran_with_the_injected_parameters(batch_out):
     assert set(SECTIONS) == set(MODELS) and set(SECTIONS.values()) == set(DTYPES)
     for model, dtype in SECTIONS.items():
@@ -155,6 +156,7 @@ def _parse_results(text: str) -> dict:
     return sections
 
 
+@pytest.mark.slow
 def test_results_document_has_the_published_format(batch_out):
     text = (batch_out / "RESULTS.md").read_text()
     assert text.startswith("# Experiment Results\n")
@@ -182,6 +184,7 @@ def test_results_document_has_the_published_format(batch_out):
         assert (batch_out / s["chart"][1]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_does_not_stop_the_batch(tmp_path):
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
@@ -205,6 +208,7 @@ def test_unknown_parameter_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "notebooks").exists()
 
 
+@pytest.mark.slow
 def test_papermill_injecting_an_unknown_parameter_fails_at_the_first_cell(tmp_path):
     import papermill as pm
 
@@ -218,6 +222,7 @@ def test_papermill_injecting_an_unknown_parameter_fails_at_the_first_cell(tmp_pa
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batch_out):
     from helpers.explore import explorer
 
@@ -250,6 +255,7 @@ def test_explorer_shows_the_chosen_configuration_beside_the_unquantized_one(batc
     assert len(images) == 1 and images[0][:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_a_batch_on_ray_runs_the_notebooks_at_once_on_one_cluster(tmp_path):
     """Both notebooks are drivers on the batch's own local cluster at the same time; nothing is left after."""
     import datetime
@@ -300,6 +306,7 @@ def test_one_batch_plans_several_backends_each_with_its_own_dtypes(tmp_path):
             batch.plan(["pixart"], ["bf16"], "tiny", str(tmp_path), batch.ROOT / "params", None, bad)
 
 
+@pytest.mark.slow
 def test_prepare_fills_the_caches_a_batch_reads(tiny_cache):
     """``python -m helpers prepare`` (make report runs it once per machine): the tiny pipeline, the
     full-size predictions and the module names are on disk afterwards, and a second call finds them."""

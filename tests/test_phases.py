@@ -11,8 +11,10 @@ from helpers.measure import GB
 SMALL = dict(quantize_te=[True], fuse_qkv=[False], warmup=0, repeats=1, device="cpu", executor="inline")
 
 
-@pytest.mark.parametrize("model, dtype, backend, qtype", [("pixart", "bf16", "quanto", "int8"),
-                                                          ("auraflow", "bf16", "torchao", "int8wo")])  # fmt: skip
+@pytest.mark.parametrize("model, dtype, backend, qtype", [
+    ("pixart", "bf16", "quanto", "int8"),
+    pytest.param("auraflow", "bf16", "torchao", "int8wo", marks=pytest.mark.slow),  # 4 s: make test only
+])  # fmt: skip
 def test_predicted_phase_peaks_equal_the_measured_ones(tiny_paths, tmp_path, model, dtype, backend, qtype):
     """PixArt-Sigma and AuraFlow, unquantized and quantized with the text encoders (the encode phase runs
     quantized encoders, the denoise phase a quantized transformer): every phase's measured peak on the CPU

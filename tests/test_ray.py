@@ -16,6 +16,7 @@ from helpers import grid, params as P, records
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1, device="cpu")
+pytestmark = pytest.mark.slow  # a Ray cluster and its workers: 90 s here
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from helpers import grid, params as P
 
 SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1,
              device="cpu", executor="ray", ray_resources={"num_gpus": 1, "num_cpus": 1})  # fmt: skip
+pytestmark = pytest.mark.slow  # a two-node Ray cluster: 45 s here
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_ray_address_that_does_not_answer_is_refused_within_30_s(tmp_path, capsys, no_ray_yet):
     """(a) a closed loopback port; (b) a loopback socket that accepts connections and never speaks."""
     closed = f"127.0.0.1:{_free_port()}"

@@ -83,6 +83,7 @@ def _latencies(page) -> list[float]:
         "table.sortable tbody tr", f"rows => rows.map(r => r.cells[{col}].dataset.value)")]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_report_renders_images_and_sorts(open_report, built, tmp_path):
     rows, path = built
     page, problems = open_report(path)
@@ -114,6 +115,7 @@ def _column(page, table: str, name: str) -> list[tuple[str, str]]:
     return [tuple(c) for c in cells]
 
 
+@pytest.mark.slow
 def test_report_leads_with_a_summary_and_fits_the_page(open_report, built):
     rows, path = built
     page, problems = open_report(path)
@@ -141,6 +143,7 @@ def test_report_leads_with_a_summary_and_fits_the_page(open_report, built):
     assert problems == {"console": [], "pageerror": [], "dialog": []}
 
 
+@pytest.mark.slow
 def test_prompt_with_markup_renders_as_text(open_report, built_evil):
     rows, path = built_evil
     page, problems = open_report(path)
@@ -166,6 +169,7 @@ def _fits_row(qtype, offload, peak, te_qtype=None):
                 peak_allocated_gb=peak, peak_reserved_gb=peak, peak_phase="denoise", host_gb=30.0)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_what_fits_table_and_chart_fit_the_page(open_report, built):
     """The report's "What fits" (estimate rows built by hand in the estimate's form, the longest cell text a
     mixed-qtype configuration gives): a table per card and a chart, at 1280 px without scrolling sideways."""
