@@ -18,13 +18,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grids import SMALL  # the tiny grid: two configurations, one of them quantized, measured once each
 from helpers.notebook import METADATA
 from test_report_browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 JUPYTER = Path(sys.executable).with_name("jupyter")
-# The tiny grid: two configurations, one of them quantized, measured once each.
-SMALL = {"qtypes": ["none", "int8"], "quantize_te": [False], "fuse_qkv": [False], "warmup": 0, "repeats": 1}
 pytestmark = pytest.mark.slow  # JupyterLab, a kernel and Chromium: 20 s here
 
 

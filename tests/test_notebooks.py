@@ -8,11 +8,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import grids
 from helpers import batch, grid, params as P, records
 from helpers.registry import DTYPES, MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False, True], warmup=0, repeats=1)
+# grids.SMALL, each configuration fused and unfused too: four configurations, the notebooks' fuse column.
+SMALL = {**grids.SMALL, "fuse_qkv": [False, True]}
 
 
 @pytest.mark.parametrize("model", MODELS)

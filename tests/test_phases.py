@@ -8,6 +8,8 @@ from helpers.components import components_from_folder
 from helpers.estimate import estimate
 from helpers.measure import GB
 
+# Not grids.SMALL: each test names its own qtypes, the text encoders are quantized too (the encode phase runs
+# quantized encoders) and the grid runs inline on the CPU, in the process whose storages are counted.
 SMALL = dict(quantize_te=[True], fuse_qkv=[False], warmup=0, repeats=1, device="cpu", executor="inline")
 
 

@@ -12,10 +12,11 @@ import psutil
 import pytest
 import yaml
 
+import grids
 from helpers import grid, params as P, records
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1, device="cpu")
+SMALL = {**grids.SMALL, "device": "cpu"}  # grids.SMALL on the CPU, whatever the machine has
 pytestmark = pytest.mark.slow  # a Ray cluster and its workers: 90 s here
 
 

@@ -7,10 +7,11 @@ import time
 import psutil
 import pytest
 
+import grids
 from helpers import grid, params as P
 
-SMALL = dict(qtypes=["none", "int8"], quantize_te=[False], fuse_qkv=[False], warmup=0, repeats=1,
-             device="cpu", executor="ray", ray_resources={"num_gpus": 1, "num_cpus": 1})  # fmt: skip
+# grids.SMALL on Ray, each task given one of the nodes' logical GPUs while its body runs on the CPU.
+SMALL = {**grids.SMALL, "device": "cpu", "executor": "ray", "ray_resources": {"num_gpus": 1, "num_cpus": 1}}
 pytestmark = pytest.mark.slow  # a two-node Ray cluster: 45 s here
 
 
