@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import params as P
+from .backends import PUBLISHED
 from .registry import BACKENDS, DTYPES, EXECUTORS, MODELS, PRESETS
 
 
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--preset", choices=PRESETS, default="tiny")
     b.add_argument("--out", dest="out_dir", default="outputs", help="output folder (default: outputs)")
     b.add_argument("--device", help="auto (default), cpu or cuda")
-    b.add_argument("--backend", nargs="+", default=["quanto"], metavar="BACKEND[:DTYPE,...]",
-                   help=f"{', '.join(BACKENDS)} (default: quanto); params/<model>.<backend>.yaml; several in one "
+    b.add_argument("--backend", nargs="+", default=[PUBLISHED], metavar="BACKEND[:DTYPE,...]",
+                   help=f"{', '.join(BACKENDS)} (default: {PUBLISHED}); params/<model>.<backend>.yaml; several in one "
                         "batch, each with its own dtypes after a colon: --backend quanto torchao:bf16")
     b.add_argument("--jobs", type=_positive_int, help="notebooks side by side, each with cores/jobs threads "
                                              "(default: one per core on the CPU, else 1)")
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--models", nargs="+", default=list(MODELS), help=f"default: {' '.join(MODELS)}")
     r.add_argument("--dtypes", nargs="+", default=list(DTYPES), help=f"default: {' '.join(DTYPES)}")
     r.add_argument("--preset", choices=PRESETS, default="tiny")
-    r.add_argument("--backend", nargs="+", default=["quanto"], metavar="BACKEND[:DTYPE,...]", help="as for batch")
+    r.add_argument("--backend", nargs="+", default=[PUBLISHED], metavar="BACKEND[:DTYPE,...]", help="as for batch")
     r.set_defaults(func=_prepare)
 
     x = sub.add_parser("bench-executor", help="run one grid inline and on Ray; print wall time and parallel efficiency")

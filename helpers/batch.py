@@ -17,11 +17,13 @@ from pathlib import Path
 
 from . import params as P
 from . import records
+from .backends import PUBLISHED
 from .figures import image_grid, tradeoff_chart
 from .grid import grid_records, results_path
 from .records import section_name
 from .registry import BACKENDS, DTYPES, MODELS
 from .registry import backend as backend_module
+from .registry import preset as preset_module
 from .report import write_report_html, write_results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ class Run:
 
 def params_file(params_dir: Path, model: str, backend: str) -> Path:
     """``params/<model>.yaml`` for quanto (the published grid), ``params/<model>.<backend>.yaml`` otherwise."""
-    return params_dir / (f"{model}.yaml" if backend == "quanto" else f"{model}.{backend}.yaml")
+    return params_dir / (f"{model}.yaml" if backend == PUBLISHED else f"{model}.{backend}.yaml")
 
 
 def backend_dtypes(backends, dtypes) -> list[tuple[str, tuple]]:
@@ -58,7 +60,7 @@ def backend_dtypes(backends, dtypes) -> list[tuple[str, tuple]]:
 
 
 def plan(
-    models, dtypes, preset: str, out_dir: str, params_dir: Path, overrides: dict | None = None, backend="quanto"
+    models, dtypes, preset: str, out_dir: str, params_dir: Path, overrides: dict | None = None, backend=PUBLISHED
 ) -> list[Run]:
     """Validate every run's parameters before anything executes (papermill only warns). ``backend``: one
     name or several, each optionally with its own dtypes (``torchao:bf16``, see ``backend_dtypes``)."""
@@ -77,7 +79,7 @@ def plan(
                 if dtype not in DTYPES:
                     raise ValueError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
                 injected = {**from_file, **(overrides or {}), "dtype": dtype, "preset": preset, "out_dir": out_dir}
-                if backend != "quanto":
+                if backend != PUBLISHED:
                     injected["backend"] = backend
                 runs.append(Run(model, dtype, injected, P.validate({"model": model, **injected})))
     return runs
@@ -151,14 +153,14 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
 
 
 def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_dir: str | Path = ROOT / "params",
-            backend="quanto") -> None:
+            backend=PUBLISHED) -> None:
     """Fill, once per machine, the caches a batch with the same arguments reads: the tiny pipelines (built,
     saved and loaded like a hub checkpoint), the full-size memory predictions of its sections and the
     transformers' module names (what an ``exclude`` is checked against)."""
     from .pipelines import ensure_tiny
 
     runs = plan(models, dtypes, preset, "outputs", Path(params_dir), None, backend)
-    if preset == "tiny":
+    if preset_module(preset).WEIGHTS == "built":  # the tiny pipelines, built and saved once
         for model in dict.fromkeys(run.model for run in runs):
             ensure_tiny(model)
     _predict(runs)
@@ -197,7 +199,7 @@ def run_batch(
     params_dir: str | Path = ROOT / "params",
     notebooks_dir: str | Path = ROOT / "notebooks",
     overrides: dict | None = None,
-    backend="quanto",
+    backend=PUBLISHED,
     executor: str | None = None,
     address: str | None = None,
     jobs: int | None = None,

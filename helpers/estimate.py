@@ -168,14 +168,15 @@ def _phase_fields(model, dtype, params, components, c: Config, total: int, trace
 
 
 def components_for(model: str, preset: str) -> dict[str, Component]:
-    """``full``: the shipped full-size architectures; ``tiny``: the saved tiny pipeline's configs."""
-    if preset == "full":
-        return full_components(model)
-    if preset == "tiny":
-        from .pipelines import ensure_tiny
+    """A preset's components at its size (``SIZE``): full, the shipped full-size architectures; tiny, the saved
+    tiny pipeline's configs."""
+    from .registry import preset as preset_module
 
-        return components_from_folder(ensure_tiny(model))
-    raise ValueError(f"unknown preset {preset!r} for an estimate; valid choices: full, tiny")
+    if preset_module(preset).SIZE == "full":
+        return full_components(model)
+    from .pipelines import ensure_tiny
+
+    return components_from_folder(ensure_tiny(model))
 
 
 def predict(params: Params, preset: str = "full", phases: bool | str = False) -> list[dict]:

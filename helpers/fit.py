@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import registry
+from .backends import PUBLISHED
 from .params import Config, Params, config_of
 from .records import Record, qtype_label, section_name, suspect, te_label, yes_no
 
@@ -276,10 +277,10 @@ class Candidate:
 
 def measured(records: list[Record], preset: str) -> dict[tuple, Record]:
     """The latest record of each (configuration, offload mode) measured at ``preset``, whatever the GPU."""
-    out = {}
-    for r in sorted((r for r in records if r.preset == preset), key=lambda r: r.timestamp):
-        out[(config_of(r), offload_of(r))] = r
-    return out
+    by_preset: dict[str, dict] = {}
+    for r in sorted(records, key=lambda r: r.timestamp):
+        by_preset.setdefault(r.preset, {})[(config_of(r), offload_of(r))] = r
+    return by_preset.get(preset, {})
 
 
 def candidates(found: Predictions, records: list[Record] = (), gpu_memory: float | None = None,
@@ -455,7 +456,7 @@ def cards_frame(found_list: list[Predictions | None], records_list: list[list[Re
         if found is None:
             continue
         best = best_per_card(found, records, cards)
-        data.append({"Section": f"{found.model} {found.dtype}" + ("" if found.backend == "quanto" else f" {found.backend}"),
+        data.append({"Section": f"{found.model} {found.dtype}" + ("" if found.backend == PUBLISHED else f" {found.backend}"),
                      **{f"{card:g} GiB": card_cell(best[card], found) for card in cards}})  # fmt: skip
     return pd.DataFrame(data, columns=["Section", *(f"{card:g} GiB" for card in cards)])
 

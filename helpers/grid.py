@@ -124,10 +124,10 @@ def _prepare(params: Params, config: Config, device: str, record: records.Record
     try:
         qconfig = load_config(params["model"], backend, config, params["exclude"], params["dtype"])
         # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
-        checkpoint = None if params["preset"] == "random-full" else resolve_checkpoint(params)
+        checkpoint = resolve_checkpoint(params)  # None: the preset builds its weights in memory (random-full)
         preloaded = backend_module(backend).preloaded(checkpoint, config.qtype, torch_dtype(params["dtype"]),
                                                       params["exclude"])  # fmt: skip
-        if params["preset"] == "random-full":
+        if checkpoint is None:
             if qconfig is not None:
                 raise NotImplementedError("random-full builds its weights in memory; load-time quantization "
                                           "(torchao, bitsandbytes) needs from_pretrained")  # fmt: skip
@@ -341,7 +341,7 @@ def _files(params: Params, todo: list[Config]) -> None:
     """Build what the configurations to run read from disk, once, before any of them starts: the tiny
     pipeline, and each backend's files (a GGUF transformer per qtype: a fresh worker per configuration would
     otherwise each load the checkpoint and write its own)."""
-    checkpoint = None if params["preset"] == "random-full" else resolve_checkpoint(params)
+    checkpoint = resolve_checkpoint(params)
     b = backend_module(params["backend"])
     for qtype in dict.fromkeys(c.qtype for c in todo):
         b.files(checkpoint, qtype, torch_dtype(params["dtype"]), params["exclude"])

@@ -51,76 +51,6 @@ def quantized_by(config: Config) -> list[str]:
     return out
 
 
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "0"
-
-
-def _bnb_int8_model_reason() -> str | None:
-    """diffusers 0.42's ``enable_model_cpu_offload`` (pipelines/pipeline_utils.py, "Skipping the hook placement")
-    places no hook on a component loaded in bitsandbytes 8-bit unless transformers >= 4.58.0 and bitsandbytes
-    >= 0.48.0, and the pipeline's ``.to("cpu")`` before it moves such a component only with transformers >
-    4.58.0 and bitsandbytes >= 0.48.0 (else it logs "moving it to cpu via .to() is not supported. Module is
-    still on cuda:0", diffusers issue #10653). Older, the 8-bit weights stay on the GPU for the whole run."""
-    from packaging.version import Version
-
-    transformers, bnb = _version("transformers"), _version("bitsandbytes")
-    if Version(transformers) > Version("4.58.0") and Version(bnb) >= Version("0.48.0"):
-        return None
-    return (f"bitsandbytes int8 with model offload: diffusers' enable_model_cpu_offload skips the hook of a "
-            f"component loaded in 8-bit and its .to('cpu') leaves it on the GPU unless transformers > 4.58.0 "
-            f"and bitsandbytes >= 0.48.0 (installed: transformers {transformers}, bitsandbytes {bnb}; diffusers "
-            f"issue #10653): the record would say offloaded while its 8-bit weights stayed on the GPU")  # fmt: skip
-
-
-# Why a backend's quantized weights cannot take a mode, read from the libraries' source (module docstring of
-# tests/test_offload.py lists what was checked and left allowed).
-QUANTO_SEQUENTIAL = (
-    "quanto with sequential offload: accelerate's set_module_tensor_to_device (accelerate/utils/modeling.py) "
-    "rebuilds each weight it moves as type(weight)(tensor, requires_grad=...), and quanto's WeightQBytesTensor / "
-    "WeightQBitsTensor need (qtype, axis, size, stride, data, scale, ...): enable_sequential_cpu_offload raises "
-    "TypeError on the first quantized Linear"
-)
-GGUF_SEQUENTIAL = (
-    "gguf with sequential offload: accelerate's set_module_tensor_to_device (accelerate/utils/modeling.py) "
-    "rebuilds each weight it moves as GGUFParameter(tensor, requires_grad=...), without its quant_type, and "
-    "GGUFParameter.__new__ looks up GGML_QUANT_SIZES[None] (diffusers/quantizers/gguf/utils.py): "
-    "enable_sequential_cpu_offload raises KeyError on the first quantized Linear"
-)
-QUANTO_GROUP = (
-    "quanto with group offload: diffusers moves a group's weights with `param.data = param.data.to(device)` "
-    "(ModuleGroup._transfer_tensor_to_device, diffusers/hooks/group_offloading.py) and swaps whole tensors "
-    "only for torchao's; on quanto's weights, wrapper subclasses like torchao's, that setter replaces the outer "
-    "tensor and keeps the old _data and _scale, on the CPU, so the first onloaded Linear mixes devices"
-)
-BNB_INT8_GROUP = (
-    "bitsandbytes int8 with group offload: Linear8bitLt keeps its 8-bit weight in state.CB after the first "
-    "call and sets weight.data = state.CB after every call (bitsandbytes/nn/modules.py), while diffusers' group "
-    "offloading moves weight.data only: every layer's 8-bit weight stays on the GPU, and the record would say "
-    "offloaded"
-)
-QUANTO_FP8_MODEL = (
-    "quanto fp8 with model offload: each move to the GPU rebuilds a weight with WeightQBytesTensor.create (the "
-    "_to_copy branch of optimum/quanto/tensor/weights/qbytes.py), which on compute capability 8.0 or newer "
-    "picks MarlinF8QBytesTensor: the nvcc-compiled kernel this project keeps fp8 away from (helpers/backends/"
-    "quanto.py: it needs a CUDA toolkit and is reported to give noise images)"
-)
-TORCHAO_INT4 = (
-    "torchao int4wo with offloading: int4wo packs its weights for the device it quantizes on "
-    "(helpers/backends/torchao.py), and an offloading pipeline is quantized on the CPU, which gives "
-    "Int4OpaqueTensor, whose linear asserts a CPU input (torchao/prototype/quantization/int4/"
-    "int4_opaque_tensor.py: 'For CPU device only'), while offloading runs every layer on the GPU"
-)
-TORCHAO_MODEL_COMPILE = (
-    "torchao with model offload and compile: the offload hooks move the compiled transformer with Module.to, "
-    "which swaps torchao's wrapper-subclass weights (torch/nn/modules/module.py _apply) and fails with "
-    "'RuntimeError: _apply(): Couldn't swap Linear.weight' (diffusers' test suite, tests/pipelines/testing_utils/"
-    "quantization.py: its torchao model-offload test runs uncompiled for this reason)"
-)
 
 
 def unsupported(backend: str, config: Config, device: str, compile_mode: bool | str = False) -> str | None:
@@ -136,26 +66,12 @@ def unsupported(backend: str, config: Config, device: str, compile_mode: bool | 
     qtypes = quantized_by(config)
     if not qtypes:
         return None  # unquantized: every mode is the library's plain path
-    if backend == "bnb" and mode == "model" and "int8" in qtypes:
-        return _bnb_int8_model_reason()
-    if backend == "bnb" and mode in ("group-block", "group-leaf") and "int8" in qtypes:
-        return BNB_INT8_GROUP
-    if backend == "quanto" and mode == "sequential":
-        return QUANTO_SEQUENTIAL
-    if backend == "quanto" and mode in ("group-block", "group-leaf"):
-        return QUANTO_GROUP
-    if backend == "quanto" and mode == "model" and "fp8" in qtypes:
-        import torch
+    # Why a backend's quantized weights cannot take a mode: its module says (``offload_unsupported``), read
+    # from the libraries' source (tests/test_offload.py's docstring lists what was checked and left allowed).
+    from .registry import backend as backend_module
 
-        if torch.cuda.get_device_capability() >= (8, 0):
-            return QUANTO_FP8_MODEL
-    if backend == "gguf" and mode == "sequential":
-        return GGUF_SEQUENTIAL
-    if backend == "torchao" and "int4wo" in qtypes:
-        return TORCHAO_INT4
-    if backend == "torchao" and mode == "model" and compile_mode is not False:
-        return TORCHAO_MODEL_COMPILE
-    return None
+    refuse = getattr(backend_module(backend), "offload_unsupported", None)
+    return refuse(mode, qtypes, compile_mode) if refuse else None
 
 
 def load_device(mode: str, device: str) -> str:

@@ -18,19 +18,11 @@ from pathlib import Path
 import yaml
 
 from .parameters import BY_NAME, PARAMETERS
-from .registry import BACKEND_QTYPES, EXECUTORS
+from .presets import architecture
+from .registry import BACKEND_QTYPES, EXECUTORS, preset
 
 # Every parameter's default, type, choices and help: helpers/parameters.py, its one declaration.
 DEFAULTS: dict = {p.name: p.default for p in PARAMETERS}
-
-# timeout_s by preset under executor ray, counted from when a configuration's task starts in its worker.
-# tiny: none (a configuration takes seconds, most of them a fresh worker's imports). Full size: an hour,
-# several times what one configuration needs, so only a hung one is cut: a FLUX.1-dev configuration loads
-# 24-31 GB and makes about six calls of the 28-step pipeline (warm-up, three timed repeats, the other
-# prompts), about 60 s each for int4 on an H100 in the published table, some ten minutes in all with the
-# load; a first compiled call or a slower GPU can take several times that. random-full builds the same sizes.
-TIMEOUT_S = {"tiny": None, "full": 3600, "random-full": 3600}
-
 
 def _numbers(value):
     """Every number in a parameter's value (in lists and mappings too)."""
@@ -196,7 +188,7 @@ RAY_RESOURCES = ("num_cpus", "num_gpus")
 def _check_executor(p: dict) -> None:
     """``executor`` unset: ``ray`` for the full-size presets or when a Ray setting is given, else ``inline``."""
     if p["executor"] is None:
-        wants_ray = p["preset"] != "tiny" or any(p[k] is not None for k in ("ray_address", "ray_resources", "timeout_s"))
+        wants_ray = preset(p["preset"]).EXECUTOR == "ray" or any(p[k] is not None for k in ("ray_address", "ray_resources", "timeout_s"))
         p["executor"] = "ray" if wants_ray else "inline"
     if p["executor"] not in EXECUTORS:
         raise ValueError(f"parameter 'executor': unknown value {p['executor']!r}; valid choices: {', '.join(EXECUTORS)}")
@@ -208,7 +200,7 @@ def _check_executor(p: dict) -> None:
             raise ValueError("parameter 'timeout_s' needs executor 'ray': inline, a configuration runs in this "
                              "process and cannot be cancelled; valid values here: null")  # fmt: skip
     elif p["timeout_s"] is None:
-        p["timeout_s"] = TIMEOUT_S[p["preset"]]
+        p["timeout_s"] = preset(p["preset"]).TIMEOUT_S
     if p["ray_address"] is not None and not p["ray_address"].strip():
         raise ValueError("parameter 'ray_address' is empty; valid values: null, auto or host:port")
     for key, value in (p["ray_resources"] or {}).items():
@@ -259,14 +251,14 @@ def _check_text_tokens(p: dict) -> None:
 SIZE_MULTIPLE = 16
 
 
-def _max_size(model: str, preset: str) -> int | None:
+def _max_size(model: str, preset_name: str) -> int | None:
     """The largest side the transformer's position table allows (the model module says how it counts)."""
     import math
 
     from .registry import model_spec
 
     spec = model_spec(model)
-    arch = (spec.tiny if preset == "tiny" else spec.full)["transformer"][2]
+    arch = architecture(preset(preset_name), spec)["transformer"][2]
     if spec.pos_embed is None:
         return None
     side = arch["pos_embed_max_size"] if spec.pos_embed == "per-side" else math.isqrt(arch["pos_embed_max_size"])
@@ -320,7 +312,7 @@ def transformer_modules(p: dict) -> dict[str, list[str]]:
         component = ("diffusers", config["_class_name"], config)
     else:
         spec = model_spec(p["model"])
-        component = (spec.tiny if p["preset"] == "tiny" else spec.full)["transformer"]
+        component = architecture(preset(p["preset"]), spec)["transformer"]
     key = json.dumps([_MODULES_FORMAT, component, version("diffusers")], sort_keys=True, default=str)
     path = cache_dir() / "module-names" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
     if path.is_file():  # a file of another format (a list of names, before) is built again
@@ -393,11 +385,11 @@ def _check_checkpoint(p: dict) -> None:
     """A local folder must exist and hold a pipeline; a hub id needs the hub (or its local cache)."""
     from .registry import model_spec
 
-    checkpoint = p["checkpoint"]
-    if p["preset"] == "random-full" and checkpoint is not None:
-        raise ValueError("parameter 'checkpoint' must be null with preset 'random-full' (it builds its weights)")
+    checkpoint, weights = p["checkpoint"], preset(p["preset"]).WEIGHTS
+    if weights == "memory" and checkpoint is not None:
+        raise ValueError(f"parameter 'checkpoint' must be null with preset {p['preset']!r} (it builds its weights)")
     if checkpoint is None:
-        if p["preset"] in ("tiny", "random-full"):
+        if weights != "hub":
             return
         checkpoint = model_spec(p["model"]).hub_id
     path = Path(checkpoint).expanduser()

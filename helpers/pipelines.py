@@ -12,7 +12,7 @@ from pathlib import Path
 from .cache import key_hash, write_atomic
 from .params import Params
 from .paths import cache_dir
-from .registry import model_spec, torch_device, torch_dtype
+from .registry import model_spec, preset, torch_device, torch_dtype
 
 
 def tiny_name(model: str) -> str:
@@ -43,16 +43,21 @@ def checkpoint_name(params: Params) -> str:
     """What records carry as ``checkpoint``: the same on every machine, and nothing is built to know it."""
     if params["checkpoint"]:
         return params["checkpoint"]
-    if params["preset"] == "tiny":
+    weights = preset(params["preset"]).WEIGHTS
+    if weights == "built":
         return tiny_name(params["model"])
-    if params["preset"] == "random-full":
-        return f"random-full:{params['model']}"  # no files: built in memory (random_full.py)
+    if weights == "memory":
+        return f"{params['preset']}:{params['model']}"  # no files: built in memory (random_full.py)
     return model_spec(params["model"]).hub_id
 
 
-def resolve_checkpoint(params: Params) -> str:
-    """The ``from_pretrained`` argument for these parameters, on this machine (builds the tiny pipeline once)."""
-    if params["preset"] == "tiny" and not params["checkpoint"]:
+def resolve_checkpoint(params: Params) -> str | None:
+    """The ``from_pretrained`` argument for these parameters, on this machine (builds the tiny pipeline once);
+    ``None`` where the preset builds its weights in memory (random-full)."""
+    weights = preset(params["preset"]).WEIGHTS
+    if weights == "memory":
+        return None
+    if weights == "built" and not params["checkpoint"]:
         return str(ensure_tiny(params["model"]))
     return checkpoint_name(params)
 
@@ -60,16 +65,7 @@ def resolve_checkpoint(params: Params) -> str:
 def call_settings(params: Params) -> dict:
     """Steps, size and guidance: the parameters if given, else the preset's defaults."""
     spec = model_spec(params["model"])
-    if params["preset"] == "tiny":
-        base = dict(spec.tiny_call)
-    else:
-        base = dict(
-            height=spec.height,
-            width=spec.width,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance_scale,
-            extra_call_kwargs={},
-        )
+    base = preset(params["preset"]).call_defaults(spec)
     extra = {**base.pop("extra_call_kwargs", {}), **spec.call_kwargs}
     for name, key in (("steps", "num_inference_steps"), ("height", "height"), ("width", "width")):
         if params[name] is not None:

@@ -6,6 +6,7 @@ this module only walks a pipeline's components through them.
 
 from __future__ import annotations
 
+from .backends import PUBLISHED
 from .params import Config
 from .registry import backend as backend_module
 from .registry import torch_dtype
@@ -55,7 +56,7 @@ def load_config(model: str, backend: str, config: Config, exclude: list[str], dt
     return PipelineQuantizationConfig(quant_mapping=mapping)
 
 
-def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: str = "quanto") -> list[str]:
+def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: str = PUBLISHED) -> list[str]:
     """Fuse the transformer's QKV projections if asked, then the backend's after-load step on the
     transformer (with ``exclude``) and on each text encoder ``config`` quantizes (quanto quantizes here;
     torchao quantizes a fused transformer and int4wo here; what loaded quantized is left as it is).

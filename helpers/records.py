@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .backends import PUBLISHED
 from .parameters import PARAMETERS
 
 STATUSES = ("ok", "error", "skipped")
@@ -59,7 +60,7 @@ class Record:
     warmup: int
     repeats: int
     quality_metrics: list[str] = field(default_factory=list)
-    backend: str = "quanto"
+    backend: str = PUBLISHED  # a record from before the field: the published grid's
     compile: bool | str = False
     max_sequence_length: int | None = None  # text tokens; None: the pipeline's own default
     te_qtype: str | None = None  # the text encoders' qtype; None: qtype's (or no encoder quantized)
@@ -145,9 +146,9 @@ class Record:
         return config_key({name: getattr(self, name) for name in CONFIG_FIELDS})
 
 
-def section_name(model: str, dtype: str, backend: str = "quanto") -> str:
-    """``<model>_<dtype>``, plus ``_<backend>`` for any backend but quanto (the published grid)."""
-    return f"{model}_{dtype}" + ("" if backend == "quanto" else f"_{backend}")
+def section_name(model: str, dtype: str, backend: str = PUBLISHED) -> str:
+    """``<model>_<dtype>``, plus ``_<backend>`` for any backend but the published grid's."""
+    return f"{model}_{dtype}" + ("" if backend == PUBLISHED else f"_{backend}")
 
 
 def yes_no(flag: bool) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from .backends import BACKENDS as BACKEND_MODULES
 from .models import SPECS as MODELS
 from .models.spec import ModelSpec
+from .presets import PRESETS as PRESET_MODULES
 
 DTYPES = ("fp16", "bf16")
 # Each backend's own quantization names (helpers/backends/<name>.py); "none" is the unquantized reference.
 BACKEND_QTYPES = {name: b.QTYPES for name, b in BACKEND_MODULES.items()}
 BACKENDS = tuple(BACKEND_QTYPES)
 COMPILE_MODES = ("default", "max-autotune")  # or false: no torch.compile
-PRESETS = ("tiny", "full", "random-full")
+PRESETS = tuple(PRESET_MODULES)  # helpers/presets/<name>.py
 DEVICES = ("auto", "cpu", "cuda")
 EXECUTORS = ("inline", "ray")  # where each configuration runs: this process, or its own Ray worker process
 # Where the weights wait between uses (helpers/offload.py applies them, on CUDA only): none (all on the GPU) |
@@ -28,6 +29,12 @@ OFFLOAD_MODES = ("none", "model", "group-block", "group-leaf", "sequential")
 def _check(kind: str, name: str, choices) -> None:
     if name not in choices:
         raise ValueError(f"unknown {kind} {name!r}; valid choices: {', '.join(choices)}")
+
+
+def preset(name: str):
+    """The preset's module (``helpers/presets/<name>.py``): where its weights come from, its defaults."""
+    _check("preset", name, PRESETS)
+    return PRESET_MODULES[name]
 
 
 def model_spec(name: str) -> ModelSpec:

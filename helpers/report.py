@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .backends import PUBLISHED
 from .figures import fits_chart, fits_path, image_grid_path, recommended, section_of, tradeoff_path
 from .params import Config, config_of
 from .records import SUSPECT, Record, identity_hardware, labels, suspect
+from .registry import preset
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
 
@@ -30,7 +32,7 @@ def title(model: str) -> str:
 def heading(model: str, batch_size: int, dtype: str, backend: str, gpu: str | None = None) -> str:
     """The published section heading; a backend other than quanto is named after it, a GPU model after it."""
     text = f"{title(model)} - Batch Size: {batch_size}, Data Type: {dtype}"
-    text = text if backend == "quanto" else f"{text} - Backend: {backend}"
+    text = text if backend == PUBLISHED else f"{text} - Backend: {backend}"
     return text if gpu is None else f"{text} - GPU: {gpu}"
 
 
@@ -89,7 +91,6 @@ def mixed_hardware(rows: list[Record]) -> str | None:
 
 
 PREDICTED = "Full-size memory, predicted (GB)"
-RANDOM_NOTE = "random weights: costs are real, images are noise (fidelity is not meaningful)"
 
 
 def _predicted(r: Record, predicted: dict | None) -> float | None:
@@ -177,7 +178,7 @@ def results_markdown(sections: list[list[Record]]) -> str:
             out += [
                 f"## {heading(model, bs, dtype, backend, gpu)}",
                 "",
-                *([f"*{RANDOM_NOTE}*", ""] if rows[0].preset == "random-full" else []),
+                *([f"*{note}*", ""] if (note := preset(rows[0].preset).NOTE) else []),
                 *([f"**{_md_cell(mixed_hardware(sub))}**", ""] if mixed_hardware(sub) else []),
                 f"![{section.replace('_', ' ')} Comparison](image_grids/{section}_comparison.png)",
                 "",
@@ -469,7 +470,7 @@ def _notes(rows: list[Record], sub: list[Record]) -> list[str]:
     """Warnings a section's figures must be read with."""
     mixed = mixed_hardware(sub)
     return [
-        f'<p class="env"><b>{RANDOM_NOTE}</b></p>' if rows[0].preset == "random-full" else "",
+        f'<p class="env"><b>{html.escape(note)}</b></p>' if (note := preset(rows[0].preset).NOTE) else "",
         f'<p class="mixed"><b>{html.escape(mixed)}</b></p>' if mixed else "",
     ]
 

@@ -13,6 +13,7 @@ group offload (GGUFParameter keeps its quant_type through .data and .to); layerw
 import pytest
 
 from helpers import grid, offload, outputs, quant, records
+from helpers.backends import bnb, quanto, torchao
 from helpers import params as P
 from helpers.params import Config
 
@@ -93,9 +94,9 @@ def test_combinations_a_library_cannot_run_are_refused_before_loading_on_cuda(mo
         assert reason and words in reason, (backend, qtype, mode, reason)
         assert reason.startswith({"bnb": "bitsandbytes"}.get(backend, backend)), reason
     # the text encoders' qtype counts too
-    assert _decide("quanto", "none", "sequential", te=True, te_qtype="int8") == offload.QUANTO_SEQUENTIAL
-    assert _decide("quanto", "none", "model", te=("text_encoder",), te_qtype="fp8") == offload.QUANTO_FP8_MODEL
-    assert _decide("torchao", "int8wo", "model", compile_mode="default") == offload.TORCHAO_MODEL_COMPILE
+    assert _decide("quanto", "none", "sequential", te=True, te_qtype="int8") == quanto.OFFLOAD_SEQUENTIAL
+    assert _decide("quanto", "none", "model", te=("text_encoder",), te_qtype="fp8") == quanto.OFFLOAD_FP8_MODEL
+    assert _decide("torchao", "int8wo", "model", compile_mode="default") == torchao.OFFLOAD_MODEL_COMPILE
     allowed = [("quanto", "int8", "model"), ("quanto", "int4", "model"), ("gguf", "q8_0", "model"),
                ("gguf", "q8_0", "group-block"), ("gguf", "q4_1", "group-leaf"), ("layerwise", "fp8e4m3", "sequential"),
                ("layerwise", "fp8e5m2", "group-leaf"), ("torchao", "int8wo", "sequential"),
@@ -116,7 +117,7 @@ def test_bitsandbytes_int8_with_model_offload_needs_the_versions_that_move_8_bit
     .to('cpu') leaves it on the GPU. The installed versions move it, so it is measured."""
     assert _decide("bnb", "int8", "model") is None
     installed = {"transformers": "4.57.1", "bitsandbytes": "0.50.2"}
-    monkeypatch.setattr(offload, "_version", installed.get)
+    monkeypatch.setattr(bnb, "_version", installed.get)
     reason = _decide("bnb", "int8", "model")
     assert reason.startswith("bitsandbytes int8 with model offload: diffusers' enable_model_cpu_offload skips")
     assert "installed: transformers 4.57.1, bitsandbytes 0.50.2; diffusers issue #10653" in reason

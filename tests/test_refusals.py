@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import params as P
+from helpers import params as P, registry
 from helpers.__main__ import main
 
 GRID = ["grid", "--model", "pixart", "--dtype", "bf16"]
@@ -166,7 +166,7 @@ def test_ray_on_cuda_needs_whole_gpus(resources, got):
 def test_timeout_s_by_preset_and_refused_inline():
     assert P.validate({}).timeout_s is None  # tiny, inline
     assert P.validate({"executor": "ray"}).timeout_s is None  # tiny: no timeout
-    assert P.validate({"preset": "random-full"}).timeout_s == P.TIMEOUT_S["random-full"] == 3600
+    assert P.validate({"preset": "random-full"}).timeout_s == registry.preset("random-full").TIMEOUT_S == 3600
     assert P.validate({"timeout_s": 60}).executor == "ray"  # like ray_address: a Ray setting asks for Ray
     with pytest.raises(ValueError) as e:
         P.validate({"executor": "inline", "timeout_s": 60})

@@ -31,8 +31,19 @@ Every backend module has the same small interface:
   one loaded (and, for the transformer, fused) component;
 - ``on_meta(...)`` with the same arguments: the estimate's hook, what loading
   plus ``after_load`` do to a component built on the meta device.
+
+Optional:
+
+- ``offload_unsupported(mode, qtypes, compile_mode)``: why an offload mode cannot move this configuration's
+  quantized weights on CUDA (``qtypes``: those it quantizes with), or ``None``;
+- ``fake_call(components, qtype)``: a context the estimate's fake call runs in, for modules that need help to
+  run on fake tensors (GGUF, layerwise casting, bitsandbytes).
+
+``PUBLISHED`` names the backend of the published grid: its sections, notebooks' results and params files
+carry no backend suffix (``pixart_bf16``, ``params/pixart.yaml``); every other backend's do.
 """
 
 from . import bnb, gguf, layerwise, quanto, torchao
 
 BACKENDS = {b.NAME: b for b in (quanto, torchao, bnb, gguf, layerwise)}
+PUBLISHED = quanto.NAME

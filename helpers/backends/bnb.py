@@ -217,3 +217,47 @@ def fake_call(components: dict, qtype: str):
         yield
 
     return patched()
+
+
+# Offloading (helpers/offload.py) with bitsandbytes' weights, read from the libraries' source.
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "0"
+
+
+def _int8_model_reason() -> str | None:
+    """diffusers 0.42's ``enable_model_cpu_offload`` (pipelines/pipeline_utils.py, "Skipping the hook placement")
+    places no hook on a component loaded in bitsandbytes 8-bit unless transformers >= 4.58.0 and bitsandbytes
+    >= 0.48.0, and the pipeline's ``.to("cpu")`` before it moves such a component only with transformers >
+    4.58.0 and bitsandbytes >= 0.48.0 (else it logs "moving it to cpu via .to() is not supported. Module is
+    still on cuda:0", diffusers issue #10653). Older, the 8-bit weights stay on the GPU for the whole run."""
+    from packaging.version import Version
+
+    transformers, bnb = _version("transformers"), _version("bitsandbytes")
+    if Version(transformers) > Version("4.58.0") and Version(bnb) >= Version("0.48.0"):
+        return None
+    return (f"bitsandbytes int8 with model offload: diffusers' enable_model_cpu_offload skips the hook of a "
+            f"component loaded in 8-bit and its .to('cpu') leaves it on the GPU unless transformers > 4.58.0 "
+            f"and bitsandbytes >= 0.48.0 (installed: transformers {transformers}, bitsandbytes {bnb}; diffusers "
+            f"issue #10653): the record would say offloaded while its 8-bit weights stayed on the GPU")  # fmt: skip
+
+
+OFFLOAD_INT8_GROUP = (
+    "bitsandbytes int8 with group offload: Linear8bitLt keeps its 8-bit weight in state.CB after the first "
+    "call and sets weight.data = state.CB after every call (bitsandbytes/nn/modules.py), while diffusers' group "
+    "offloading moves weight.data only: every layer's 8-bit weight stays on the GPU, and the record would say "
+    "offloaded"
+)
+
+
+def offload_unsupported(mode: str, qtypes: list[str], compile_mode) -> str | None:
+    """Why an offload mode cannot move this configuration's quantized weights (CUDA), or ``None``."""
+    if mode == "model" and "int8" in qtypes:
+        return _int8_model_reason()
+    if mode in ("group-block", "group-leaf") and "int8" in qtypes:
+        return OFFLOAD_INT8_GROUP
+    return None

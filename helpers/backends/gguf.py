@@ -204,3 +204,16 @@ def fake_call(components: dict, qtype: str):
                 del w.quant_type, w.as_tensor
 
     return patched()
+
+
+OFFLOAD_SEQUENTIAL = (
+    "gguf with sequential offload: accelerate's set_module_tensor_to_device (accelerate/utils/modeling.py) "
+    "rebuilds each weight it moves as GGUFParameter(tensor, requires_grad=...), without its quant_type, and "
+    "GGUFParameter.__new__ looks up GGML_QUANT_SIZES[None] (diffusers/quantizers/gguf/utils.py): "
+    "enable_sequential_cpu_offload raises KeyError on the first quantized Linear"
+)
+
+
+def offload_unsupported(mode: str, qtypes: list[str], compile_mode) -> str | None:
+    """Why an offload mode cannot move this configuration's quantized weights (CUDA), or ``None``."""
+    return OFFLOAD_SEQUENTIAL if mode == "sequential" else None

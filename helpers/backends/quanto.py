@@ -103,3 +103,38 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
 
 
 on_meta = after_load  # quanto quantizes meta tensors the same way
+
+
+# Offloading (helpers/offload.py) with quanto's weights, read from the libraries' source.
+OFFLOAD_SEQUENTIAL = (
+    "quanto with sequential offload: accelerate's set_module_tensor_to_device (accelerate/utils/modeling.py) "
+    "rebuilds each weight it moves as type(weight)(tensor, requires_grad=...), and quanto's WeightQBytesTensor / "
+    "WeightQBitsTensor need (qtype, axis, size, stride, data, scale, ...): enable_sequential_cpu_offload raises "
+    "TypeError on the first quantized Linear"
+)
+OFFLOAD_GROUP = (
+    "quanto with group offload: diffusers moves a group's weights with `param.data = param.data.to(device)` "
+    "(ModuleGroup._transfer_tensor_to_device, diffusers/hooks/group_offloading.py) and swaps whole tensors "
+    "only for torchao's; on quanto's weights, wrapper subclasses like torchao's, that setter replaces the outer "
+    "tensor and keeps the old _data and _scale, on the CPU, so the first onloaded Linear mixes devices"
+)
+OFFLOAD_FP8_MODEL = (
+    "quanto fp8 with model offload: each move to the GPU rebuilds a weight with WeightQBytesTensor.create (the "
+    "_to_copy branch of optimum/quanto/tensor/weights/qbytes.py), which on compute capability 8.0 or newer "
+    "picks MarlinF8QBytesTensor: the nvcc-compiled kernel this project keeps fp8 away from (helpers/backends/"
+    "quanto.py: it needs a CUDA toolkit and is reported to give noise images)"
+)
+
+
+def offload_unsupported(mode: str, qtypes: list[str], compile_mode) -> str | None:
+    """Why an offload mode cannot move this configuration's quantized weights (CUDA), or ``None``."""
+    if mode == "sequential":
+        return OFFLOAD_SEQUENTIAL
+    if mode in ("group-block", "group-leaf"):
+        return OFFLOAD_GROUP
+    if mode == "model" and "fp8" in qtypes:
+        import torch
+
+        if torch.cuda.get_device_capability() >= (8, 0):
+            return OFFLOAD_FP8_MODEL
+    return None

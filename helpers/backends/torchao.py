@@ -156,3 +156,27 @@ def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv:
     cfg = config(qtype, _device(module))
     if cfg is not None:
         _quantize(module, cfg, exclude, transformer)
+
+
+# Offloading (helpers/offload.py) with torchao's weights, read from the libraries' source.
+OFFLOAD_INT4 = (
+    "torchao int4wo with offloading: int4wo packs its weights for the device it quantizes on "
+    "(helpers/backends/torchao.py), and an offloading pipeline is quantized on the CPU, which gives "
+    "Int4OpaqueTensor, whose linear asserts a CPU input (torchao/prototype/quantization/int4/"
+    "int4_opaque_tensor.py: 'For CPU device only'), while offloading runs every layer on the GPU"
+)
+OFFLOAD_MODEL_COMPILE = (
+    "torchao with model offload and compile: the offload hooks move the compiled transformer with Module.to, "
+    "which swaps torchao's wrapper-subclass weights (torch/nn/modules/module.py _apply) and fails with "
+    "'RuntimeError: _apply(): Couldn't swap Linear.weight' (diffusers' test suite, tests/pipelines/testing_utils/"
+    "quantization.py: its torchao model-offload test runs uncompiled for this reason)"
+)
+
+
+def offload_unsupported(mode: str, qtypes: list[str], compile_mode) -> str | None:
+    """Why an offload mode cannot move this configuration's quantized weights (CUDA), or ``None``."""
+    if "int4wo" in qtypes:
+        return OFFLOAD_INT4
+    if mode == "model" and compile_mode is not False:
+        return OFFLOAD_MODEL_COMPILE
+    return None
