@@ -32,7 +32,8 @@ from .components import (
     full_components,
 )
 from .measure import GB, tensor_bytes
-from .params import Config, Params, config_of
+from .cells import Cell, cell_of, cells
+from .params import Params
 from .records import qtype_label, te_label, yes_no
 from .registry import BACKEND_MODULES
 from .registry import backend as backend_module
@@ -73,7 +74,6 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
     and fuse; a text encoder: its qtype when the configuration quantizes it), so each variant is
     built and counted once and the configurations add them up.
     """
-    from .params import configs
 
     backend = params["backend"]
     hooks = backend_module(backend)
@@ -106,7 +106,7 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
         return tensor_bytes([module]), params_count
 
     rows = []
-    for c in configs(params):
+    for c in cells(params):
         parts = {}
         try:
             for name in components:
@@ -139,7 +139,7 @@ _NO_PHASES = dict(loaded_reserved_gb=None, peak_allocated_gb=None, peak_reserved
                   host_gb=None, phases={}, phase_live_bytes={})
 
 
-def _phase_fields(model, dtype, params, components, c: Config, total: int, traces: dict, preset: str) -> dict:
+def _phase_fields(model, dtype, params, components, c: Cell, total: int, traces: dict, preset: str) -> dict:
     """The phase figures of one configuration (see "Phases" below); a trace serves every offload mode."""
     import dataclasses
 
@@ -200,8 +200,8 @@ def predict(params: Params, preset: str = "full", phases: bool | str = False) ->
     return rows
 
 
-def predicted_gb(params: Params) -> dict[Config, float] | None:
-    """Full-size predicted memory_gb by configuration (``params.config_of`` of a record finds its own).
+def predicted_gb(params: Params) -> dict[Cell, float] | None:
+    """Full-size predicted memory_gb by configuration (``params.cell_of`` of a record finds its own).
 
     ``None`` for a backend the estimate does not cover (it says so); a configuration the meta device
     cannot quantize (torchao fp8dq / int4wo need CUDA) is left out.
@@ -212,7 +212,7 @@ def predicted_gb(params: Params) -> dict[Config, float] | None:
         print(f"estimate: {e}")
         return None
     return {
-        config_of(r): r["memory_gb"]
+        cell_of(r): r["memory_gb"]
         for r in rows
         if r["memory_gb"] is not None
     }
@@ -379,7 +379,7 @@ def _load_events(component: str, plain: dict[str, list[int]], quantized: dict[st
     return loading, after
 
 
-def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Component], config: Config,
+def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Component], config: Cell,
                 preset: str) -> dict:  # fmt: skip
     """One configuration's fake call: its live bytes by phase, the weights by component, and the events.
     ``preset``: whose call it is (the components' size): tiny's or the full pipeline's defaults where

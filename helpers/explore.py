@@ -58,7 +58,7 @@ FITS_STYLE = {True: "background:#e3f4e3", False: "background:#fde8e8", None: "co
 def fits_html(found, records: list[Record], gpu_memory: float, chosen=None) -> str:
     """Every configuration of ``found`` (``fit.Predictions``) against a card of ``gpu_memory`` GiB: one row per
     configuration, one column per offload mode, each cell the GiB it needs, green where it fits, red where not;
-    ``chosen`` (a ``params.Config``) in bold."""
+    ``chosen`` (a ``params.Cell``) in bold."""
     from .fit import OFFLOAD_COST, candidates, context_gb, without_offload
 
     cands = candidates(found, records, gpu_memory)
@@ -133,7 +133,7 @@ def explorer(rows: list[Record], out_dir: str, fits=None):
     controls, extra = [qtype, qte, fuse, bs, offload], []
     if fits is not None:  # a card size, and what fits it (the chosen configuration in bold)
         from .fit import CARDS_GB
-        from .params import config_of
+        from .cells import cell_of
 
         gpu = w.FloatSlider(value=24, min=2, max=max(CARDS_GB) + 16, step=0.5, description="GPU memory (GiB)",
                             continuous_update=False, style={"description_width": "initial"},
@@ -146,7 +146,7 @@ def explorer(rows: list[Record], out_dir: str, fits=None):
         update()
         if fits is not None:
             chosen = by_config.get((qtype.value, qte.value, fuse.value, bs.value, offload.value))
-            table.value = fits_html(fits, rows, gpu.value, None if chosen is None else config_of(chosen))
+            table.value = fits_html(fits, rows, gpu.value, None if chosen is None else cell_of(chosen))
 
     for control in controls:
         control.observe(update_all, names="value")

@@ -64,8 +64,8 @@ def _coverage(rows: list[Record], out_dir: str) -> tuple[int, int]:
     from .records import read
 
     first = rows[0]
-    held = {r.config_key() for r in read(Path(out_dir) / "results" / f"{section_of(first)}.jsonl")}
-    drawn = {r.config_key() for r in rows}
+    held = {r.identity_key() for r in read(Path(out_dir) / "results" / f"{section_of(first)}.jsonl")}
+    drawn = {r.identity_key() for r in rows}
     return len(drawn), len(held | drawn)
 
 

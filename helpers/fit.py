@@ -33,7 +33,8 @@ from pathlib import Path
 
 from . import registry
 from .backends import PUBLISHED
-from .params import Config, Params, config_of
+from .cells import Cell, cell_of
+from .params import Params
 from .records import Record, qtype_label, section_name, suspect, te_label, yes_no
 
 # The card sizes the report and the notebooks answer for (GiB, by the rule above).
@@ -106,7 +107,7 @@ def predictions(params: Params, preset: str = "full", cached: bool = False) -> P
                     f"--dtype {params['dtype']}` predicts them (minutes at full size on a CPU), then run this again")
     seen = set()
     for row in rows:  # one row per configuration and offload mode, in the estimate's order
-        key = (config_of(row), offload_of(row))
+        key = (cell_of(row), offload_of(row))
         if key not in seen:
             seen.add(key)
             out.rows.append(row)
@@ -119,8 +120,8 @@ def offload_of(item) -> str:
     return value or "none"
 
 
-def without_offload(config: Config) -> Config:
-    """``config`` with offload ``none`` (itself where a ``Config`` has no offload)."""
+def without_offload(config: Cell) -> Cell:
+    """``config`` with offload ``none`` (itself where a ``Cell`` has no offload)."""
     import dataclasses
 
     return dataclasses.replace(config, offload="none") if hasattr(config, "offload") else config
@@ -137,15 +138,15 @@ class Candidate:
     host_memory: float | None = None
 
     @property
-    def config(self) -> Config:
-        return config_of(self.row)
+    def config(self) -> Cell:
+        return cell_of(self.row)
 
     @property
     def offload(self) -> str:
         return offload_of(self.row)
 
     @property
-    def base(self) -> Config:
+    def base(self) -> Cell:
         """The configuration whatever its offload mode (what a chart's or a table's row stands for)."""
         return without_offload(self.config)
 
@@ -279,7 +280,7 @@ def measured(records: list[Record], preset: str) -> dict[tuple, Record]:
     """The latest record of each (configuration, offload mode) measured at ``preset``, whatever the GPU."""
     by_preset: dict[str, dict] = {}
     for r in sorted(records, key=lambda r: r.timestamp):
-        by_preset.setdefault(r.preset, {})[(config_of(r), offload_of(r))] = r
+        by_preset.setdefault(r.preset, {})[(cell_of(r), offload_of(r))] = r
     return by_preset.get(preset, {})
 
 
@@ -288,7 +289,7 @@ def candidates(found: Predictions, records: list[Record] = (), gpu_memory: float
     """One ``Candidate`` per row of ``found``, with its record among ``records`` where there is one."""
     by_key = measured(list(records), found.preset)
     return [
-        Candidate(row, found.backend, by_key.get((config_of(row), offload_of(row))), gpu_memory, host_memory)
+        Candidate(row, found.backend, by_key.get((cell_of(row), offload_of(row))), gpu_memory, host_memory)
         for row in found.rows
     ]
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import measure, offload, outputs, records
-from .params import Config, Params, configs, reference_of
+from .cells import Cell, cells, reference_of
+from .params import Params
 from .pipelines import call_settings, checkpoint_name, load_pipeline, resolve_checkpoint
-from .quant import Rejected, apply_config, compile_transformer, load_config, unsupported
+from .quant import Rejected, apply_cell, compile_transformer, load_config, unsupported
 from .registry import backend as backend_module
 from .registry import torch_device, torch_dtype
 
@@ -30,7 +31,7 @@ def results_path(params: Params) -> Path:
     return Path(params["out_dir"]) / "results" / f"{section_name(params)}.jsonl"
 
 
-def _base_record(params: Params, config: Config, checkpoint: str, device: str, call: dict,
+def _base_record(params: Params, config: Cell, checkpoint: str, device: str, call: dict,
                  hardware: dict) -> records.Record:  # fmt: skip
     """The identity of one configuration: what it runs, with what call, on which device and (CUDA) GPU model."""
     return records.Record(
@@ -96,7 +97,7 @@ def _where(device: str) -> dict:
     )  # fmt: skip
 
 
-def execute(params: Params, checkpoint: str, device: str, call: dict, hardware: dict, config: Config) -> Outcome:
+def execute(params: Params, checkpoint: str, device: str, call: dict, hardware: dict, config: Cell) -> Outcome:
     """Load, prepare and measure one configuration where it runs; never raises for a failing configuration.
 
     The task body of every executor: it writes nothing. The first prompt is
@@ -111,7 +112,7 @@ def execute(params: Params, checkpoint: str, device: str, call: dict, hardware: 
     return outcome
 
 
-def _prepare(params: Params, config: Config, device: str, record: records.Record):
+def _prepare(params: Params, config: Cell, device: str, record: records.Record):
     """The pipeline of one configuration: refused, loaded (or built) at load-time quantization, fused,
     quantized after load, offloaded, compiled. A combination a library or the device refuses raises
     ``Rejected``. An offloading configuration loads on the CPU and gets its mode's hooks once quantized and
@@ -139,7 +140,7 @@ def _prepare(params: Params, config: Config, device: str, record: records.Record
                                  offload=config.offload != "none")  # fmt: skip
     except (ImportError, NotImplementedError) as e:  # a backend without its kernels here
         raise Rejected(f"{type(e).__name__}: {e}") from e
-    record.notes += apply_config(pipe, params["model"], config, params["exclude"], backend)
+    record.notes += apply_cell(pipe, params["model"], config, params["exclude"], backend)
     offload.apply(pipe, config.offload, device)  # after quantizing and fusing, before compiling
     compile_transformer(pipe, params["compile"])
     return pipe
@@ -164,7 +165,7 @@ _MEASURED = ("memory_bytes", "memory_gb", "memory_reserved_gb", "device_used_gb"
              "inductor_config", "compile_cache_dir", "phase_peak_gb", "phase_peak_reserved_gb", "peak_phase")  # fmt: skip
 
 
-def _execute(params: Params, config: Config, checkpoint: str, device: str, call: dict, hardware: dict) -> Outcome:
+def _execute(params: Params, config: Cell, checkpoint: str, device: str, call: dict, hardware: dict) -> Outcome:
     import torch
 
     if params["threads"] is not None:
@@ -286,13 +287,13 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
     call = call_settings(params)
     path = results_path(params)
 
-    grid = configs(params)
+    grid = cells(params)
     with records.exclusive(path), _executor(params) as executor:
         device = executor.device(params["device"])
         hardware = executor.hardware(device)  # on CUDA the GPU model: part of every figure's identity
         checkpoint = checkpoint_name(params)
         records.repair(path)
-        finished = {r.config_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
+        finished = {r.identity_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
 
         def key(config):
             return _base_key(params, config, checkpoint, device, call, hardware)
@@ -337,7 +338,7 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
     return grid_records(params, checkpoint=checkpoint, device=device, call=call, hardware=hardware)
 
 
-def _files(params: Params, todo: list[Config]) -> None:
+def _files(params: Params, todo: list[Cell]) -> None:
     """Build what the configurations to run read from disk, once, before any of them starts: the tiny
     pipeline, and each backend's files (a GGUF transformer per qtype: a fresh worker per configuration would
     otherwise each load the checkpoint and write its own)."""
@@ -379,7 +380,7 @@ def _executor(params: Params):
 
 
 def _base_key(params, config, checkpoint, device, call, hardware) -> str:
-    return _base_record(params, config, checkpoint, device, call, hardware).config_key()
+    return _base_record(params, config, checkpoint, device, call, hardware).identity_key()
 
 
 def grid_records(params: Params, checkpoint: str | None = None, device: str | None = None, call: dict | None = None,
@@ -398,12 +399,12 @@ def grid_records(params: Params, checkpoint: str | None = None, device: str | No
     else:
         devices = ["cuda", "cpu"] if params["device"] == "auto" else [params["device"]]
     latest = records.latest(records.read(results_path(params)))
-    by_key = {r.config_key(): r for r in latest}
+    by_key = {r.identity_key(): r for r in latest}
     seen = [hardware] if hardware is not None else [
         dict(found) for found in dict.fromkeys(records.identity_hardware(r) for r in latest)
     ]  # fmt: skip
     rows = []
-    for config in configs(params):
+    for config in cells(params):
         for d in devices:
             keys = [_base_key(params, config, checkpoint, d, call, hw) for hw in seen]
             found = [by_key[k] for k in keys if k in by_key]

@@ -28,7 +28,7 @@ library cannot run is refused before anything loads, with its reason (``unsuppor
 
 from __future__ import annotations
 
-from .params import Config
+from .cells import Cell
 from .registry import OFFLOAD_MODES
 
 NEEDS_ACCELERATOR = "offloading needs an accelerator"
@@ -43,7 +43,7 @@ NEEDS_ACCELERATOR = "offloading needs an accelerator"
 NUM_BLOCKS_PER_GROUP = 1
 
 
-def quantized_by(config: Config) -> list[str]:
+def quantized_by(config: Cell) -> list[str]:
     """The qtypes this configuration quantizes with: the transformer's, then the text encoders' (if any)."""
     out = [config.qtype] if config.qtype != "none" else []
     if config.quantize_te and config.encoder_qtype != "none":
@@ -53,7 +53,7 @@ def quantized_by(config: Config) -> list[str]:
 
 
 
-def unsupported(backend: str, config: Config, device: str, compile_mode: bool | str = False) -> str | None:
+def unsupported(backend: str, config: Cell, device: str, compile_mode: bool | str = False) -> str | None:
     """Why this configuration's offload mode cannot run here, or ``None`` (``none`` always can). Asked
     before anything loads; ``device`` is the resolved one (``cuda`` or ``cpu``)."""
     mode = config.offload

@@ -1,6 +1,6 @@
 """Where a record's images and latents live, and the check that a file is still the one it measured.
 
-Every output file is named after its record's full identity (``Record.config_key``: the configuration,
+Every output file is named after its record's full identity (``Record.identity_key``: the configuration,
 the call, the preset, the checkpoint, the device and, on CUDA, the GPU model): two parameter sets written
 into one ``out_dir`` never share a file. Each file's SHA-256 is in its record; a file whose bytes differ is
 refused (``Mismatch``) by everything that shows or compares it.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .params import config_of
+from .cells import cell_of
 from .records import Record, section_name
 
 
@@ -24,13 +24,13 @@ class Mismatch(ValueError):
 
 def identity_hash(record: Record) -> str:
     """12 hex digits of the SHA-256 of the record's identity."""
-    return hashlib.sha256(record.config_key().encode()).hexdigest()[:12]
+    return hashlib.sha256(record.identity_key().encode()).hexdigest()[:12]
 
 
 def names(record: Record) -> tuple[list[str], str]:
     """(image per prompt, latents file), relative to ``out_dir``, for a record being written now."""
     folder = section_name(record.model, record.dtype, record.backend)
-    stem = f"{config_of(record).slug}-{identity_hash(record)}"
+    stem = f"{cell_of(record).slug}-{identity_hash(record)}"
     images = [f"images/{folder}/{stem}" + ("" if i == 0 else f"_p{i}") + ".png" for i in range(len(record.prompts))]
     return images, f"latents/{folder}/{stem}.safetensors"
 

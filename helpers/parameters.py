@@ -2,7 +2,7 @@
 
 Everything else is derived from ``PARAMETERS``: ``params.DEFAULTS``, ``params.Params`` and validation's type
 and choice checks; the notebooks' parameters cell (and so papermill's ``--help-notebook``); the identity
-fields of a record (``records.CONFIG_FIELDS``); and the parameter table of the README
+fields of a record (``records.IDENTITY_FIELDS``); and the parameter table of the README
 (``python -m helpers parameters``). ``tests/test_parameters.py`` checks each of them against this list.
 Adding a parameter is one entry here, plus the code that uses it.
 

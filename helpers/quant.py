@@ -7,7 +7,7 @@ this module only walks a pipeline's components through them.
 from __future__ import annotations
 
 from .backends import PUBLISHED
-from .params import Config
+from .cells import Cell
 from .registry import backend as backend_module
 from .registry import torch_dtype
 
@@ -16,7 +16,7 @@ class Rejected(Exception):
     """A library or the device refused this combination; the grid records it as ``skipped``."""
 
 
-def unsupported(backend: str, config: Config, device: str, compile_mode: bool | str = False) -> str | None:
+def unsupported(backend: str, config: Cell, device: str, compile_mode: bool | str = False) -> str | None:
     """Why this device or backend cannot run this configuration, or ``None`` (checked before anything loads).
     Its offload mode first: on the CPU every offloading configuration is skipped for that one reason."""
     from . import offload
@@ -33,7 +33,7 @@ def unsupported(backend: str, config: Config, device: str, compile_mode: bool | 
     return None
 
 
-def load_config(model: str, backend: str, config: Config, exclude: list[str], dtype: str):
+def load_config(model: str, backend: str, config: Cell, exclude: list[str], dtype: str):
     """The ``PipelineQuantizationConfig`` that quantizes at load time, or ``None`` (nothing does).
 
     The transformer gets diffusers' config of the backend, each text encoder that
@@ -56,7 +56,7 @@ def load_config(model: str, backend: str, config: Config, exclude: list[str], dt
     return PipelineQuantizationConfig(quant_mapping=mapping)
 
 
-def apply_config(pipe, model: str, config: Config, exclude: list[str], backend: str = PUBLISHED) -> list[str]:
+def apply_cell(pipe, model: str, config: Cell, exclude: list[str], backend: str = PUBLISHED) -> list[str]:
     """Fuse the transformer's QKV projections if asked, then the backend's after-load step on the
     transformer (with ``exclude``) and on each text encoder ``config`` quantizes (quanto quantizes here;
     torchao quantizes a fused transformer and int4wo here; what loaded quantized is left as it is).

@@ -29,7 +29,7 @@ KEY_DEFAULTS = {"offload": "none"}
 HARDWARE_FIELDS = ("gpu", "compute_capability")
 # Fields that say which configuration a record measured (two records with the same values measured the same
 # thing): the fields its parameters give it (each parameter's ``record``, helpers/parameters.py), then the hardware.
-CONFIG_FIELDS = tuple(p.record for p in PARAMETERS if p.record) + HARDWARE_FIELDS
+IDENTITY_FIELDS = tuple(p.record for p in PARAMETERS if p.record) + HARDWARE_FIELDS
 
 
 def identity_hardware(source) -> tuple:
@@ -142,8 +142,8 @@ class Record:
             raise ValueError(f"unknown record field {unknown[0]!r}")
         return cls(**data)
 
-    def config_key(self) -> str:
-        return config_key({name: getattr(self, name) for name in CONFIG_FIELDS})
+    def identity_key(self) -> str:
+        return identity_key({name: getattr(self, name) for name in IDENTITY_FIELDS})
 
 
 def section_name(model: str, dtype: str, backend: str = PUBLISHED) -> str:
@@ -208,10 +208,10 @@ def suspect(r: "Record") -> str | None:
             f"run's (limit {SUSPECT_LATENT_REL_ERROR}): a different image, not a quantized one")  # fmt: skip
 
 
-def config_key(config: dict) -> str:
-    """The identity as one string: every ``CONFIG_FIELDS`` value, less those at their ``KEY_DEFAULTS``."""
+def identity_key(config: dict) -> str:
+    """The identity as one string: every ``IDENTITY_FIELDS`` value, less those at their ``KEY_DEFAULTS``."""
     key = {}
-    for name in CONFIG_FIELDS:
+    for name in IDENTITY_FIELDS:
         value = config.get(name, KEY_DEFAULTS[name]) if name in KEY_DEFAULTS else config[name]
         if name not in KEY_DEFAULTS or value != KEY_DEFAULTS[name]:
             key[name] = value
@@ -351,6 +351,6 @@ def latest(records: list[Record]) -> list[Record]:
     """The last record of each configuration, in the order those were written."""
     by_key: dict[str, Record] = {}
     for r in records:
-        by_key.pop(r.config_key(), None)
-        by_key[r.config_key()] = r
+        by_key.pop(r.identity_key(), None)
+        by_key[r.identity_key()] = r
     return list(by_key.values())

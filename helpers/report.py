@@ -16,7 +16,7 @@ import pandas as pd
 
 from .backends import PUBLISHED
 from .figures import fits_chart, fits_path, image_grid_path, recommended, section_of, tradeoff_path
-from .params import Config, config_of
+from .cells import Cell, cell_of
 from .records import SUSPECT, Record, identity_hardware, labels, suspect
 from .registry import preset
 
@@ -96,7 +96,7 @@ PREDICTED = "Full-size memory, predicted (GB)"
 def _predicted(r: Record, predicted: dict | None) -> float | None:
     if predicted is None:
         return None
-    return predicted.get(config_of(r))
+    return predicted.get(cell_of(r))
 
 
 def styled_tables(rows: list[Record], predicted: dict | None = None):
@@ -415,7 +415,7 @@ def _summary(sub: list[Record], predicted: dict | None) -> str:
         return warning + f"<p>Nothing to recommend: {failed} failed, {skipped} skipped, {len(suspects)} suspect.</p>"
     shown = ("Quantization", "Quantize TE", "Fuse QKV", "PSNR to NONE (dB)", "SSIM to NONE", "Memory (GB)")
     columns = {name: _HTML_COLUMNS[name] for name in shown}
-    base = next((r for r in sub if config_of(r) == Config("none", False, False, r.batch_size)), None)
+    base = next((r for r in sub if cell_of(r) == Cell("none", False, False, r.batch_size)), None)
     if base is not None and base.status == "ok":
         note = ""
         columns["Memory saved (GB)"] = lambda r: base.memory_gb - r.memory_gb

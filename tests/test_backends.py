@@ -6,7 +6,7 @@ import torch
 from helpers import grid, params as P, report
 from helpers.measure import tensor_bytes
 from helpers.pipelines import load_pipeline
-from helpers.params import Config
+from helpers.cells import Cell
 from helpers.quant import load_config
 
 
@@ -23,7 +23,7 @@ def test_torchao_quantizes_every_linear_to_its_layout(tiny_paths, model, qtype):
     plain = load_pipeline(tiny_paths[model], "bf16", "cpu")
     shapes = {n: (m.out_features, m.in_features, m.bias is not None)
               for n, m in plain.transformer.named_modules() if isinstance(m, torch.nn.Linear)}  # fmt: skip
-    config = load_config(model, "torchao", Config(qtype, False, False, 1), exclude=[], dtype="bf16")
+    config = load_config(model, "torchao", Cell(qtype, False, False, 1), exclude=[], dtype="bf16")
     pipe = load_pipeline(tiny_paths[model], "bf16", "cpu", quantization_config=config)
     modules = dict(pipe.transformer.named_modules())
     for name, (n, k, bias) in shapes.items():
@@ -86,12 +86,12 @@ def test_fused_qkv_is_refused_before_loading_where_diffusers_cannot_fuse_the_lay
 
     for backend, qtype, reason in (("bnb", "nf4", bnb.FUSE_REASON), ("bnb", "int8", bnb.FUSE_REASON),
                                    ("gguf", "q4_0", gguf.FUSE_REASON)):  # fmt: skip
-        assert unsupported(backend, Config(qtype, False, True, 1), "cuda") == reason
+        assert unsupported(backend, Cell(qtype, False, True, 1), "cuda") == reason
         assert reason.startswith(f"the {backend} backend cannot fuse QKV: ")
-        assert unsupported(backend, Config(qtype, False, False, 1), "cuda") is None
-        assert unsupported(backend, Config("none", False, True, 1), "cuda") is None
-    assert unsupported("bnb", Config("none", True, True, 1, "int8"), "cuda") is None
-    assert "CUDA only" in unsupported("bnb", Config("nf4", False, True, 1), "cpu")  # the device first
+        assert unsupported(backend, Cell(qtype, False, False, 1), "cuda") is None
+        assert unsupported(backend, Cell("none", False, True, 1), "cuda") is None
+    assert unsupported("bnb", Cell("none", True, True, 1, "int8"), "cuda") is None
+    assert "CUDA only" in unsupported("bnb", Cell("nf4", False, True, 1), "cpu")  # the device first
 
 
 def test_torchao_int4wo_runs_on_the_cpu_after_loading_in_bf16(tiny_paths):
@@ -101,16 +101,16 @@ def test_torchao_int4wo_runs_on_the_cpu_after_loading_in_bf16(tiny_paths):
     from torchao.prototype.quantization.int4 import Int4OpaqueTensor
 
     from helpers.backends import torchao
-    from helpers.quant import apply_config
+    from helpers.quant import apply_cell
 
     with pytest.raises(NotImplementedError, match="torchao int4wo quantizes bfloat16 weights only"):
-        load_config("pixart", "torchao", Config("int4wo", False, False, 1), exclude=[], dtype="fp16")
-    assert load_config("pixart", "torchao", Config("int4wo", True, True, 1), exclude=[], dtype="bf16") is None
+        load_config("pixart", "torchao", Cell("int4wo", False, False, 1), exclude=[], dtype="fp16")
+    assert load_config("pixart", "torchao", Cell("int4wo", True, True, 1), exclude=[], dtype="bf16") is None
     assert torchao.unsupported("int4wo", "cpu", True) is None
     pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
     shapes = {n: (m.out_features, m.in_features, m.bias is not None)
               for n, m in pipe.transformer.named_modules() if isinstance(m, torch.nn.Linear)}  # fmt: skip
-    notes = apply_config(pipe, "pixart", Config("int4wo", False, False, 1), ["proj_out"], "torchao")
+    notes = apply_cell(pipe, "pixart", Cell("int4wo", False, False, 1), ["proj_out"], "torchao")
     assert notes == [torchao.INT4_NOTES["cpu"]]
     modules = dict(pipe.transformer.named_modules())
     quantized = 0

@@ -4,12 +4,13 @@ import json
 
 import pytest
 
+from helpers.cells import Cell, cell_of
 from helpers import params as P
 from helpers.components import components_from_folder, full_components
 from helpers.estimate import estimate, predict
 from helpers.measure import GB, pipeline_modules, tensor_bytes
 from helpers.pipelines import load_pipeline
-from helpers.quant import apply_config
+from helpers.quant import apply_cell
 from helpers.registry import MODELS
 
 
@@ -38,7 +39,7 @@ def test_tiny_prediction_equals_a_real_load_to_the_byte(tiny_paths, model, dtype
     loaded = load_pipeline(tiny_paths[model], dtype, "cpu")
     for row in rows:
         pipe = copy.deepcopy(loaded)
-        apply_config(pipe, model, P.config_of(row), [])
+        apply_cell(pipe, model, cell_of(row), [])
         modules = pipeline_modules(pipe)
         assert {n: tensor_bytes([m]) for n, m in modules.items()} == row["components"], row
         assert tensor_bytes(modules.values()) == row["memory_bytes"]
@@ -50,7 +51,7 @@ def test_exclude_is_part_of_the_prediction(tiny_paths):
     plain = estimate("pixart", "bf16", params, components)[0]
     kept = estimate("pixart", "bf16", {**params, "exclude": ["proj_out"]}, components)[0]
     pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
-    apply_config(pipe, "pixart", P.Config("int8", False, False, 1), ["proj_out"])
+    apply_cell(pipe, "pixart", Cell("int8", False, False, 1), ["proj_out"])
     assert kept["memory_bytes"] == tensor_bytes(pipeline_modules(pipe).values()) > plain["memory_bytes"]
 
 
@@ -160,9 +161,9 @@ def test_tiny_torchao_prediction_equals_a_real_load_to_the_byte(tiny_paths, mode
     rows = estimate(model, dtype, params, components_from_folder(tiny_paths[model]))
     assert len(rows) == 16
     for row in rows:
-        config = load_config(model, "torchao", P.config_of(row), [], dtype)
+        config = load_config(model, "torchao", cell_of(row), [], dtype)
         pipe = load_pipeline(tiny_paths[model], dtype, "cpu", quantization_config=config)
-        apply_config(pipe, model, P.config_of(row), [], "torchao")
+        apply_cell(pipe, model, cell_of(row), [], "torchao")
         modules = pipeline_modules(pipe)
         assert {n: tensor_bytes([m]) for n, m in modules.items()} == row["components"], row
 
@@ -190,16 +191,16 @@ def _grid_against_estimate(tiny_paths, tmp_path, **overrides):
     rows = grid.run_grid(p, progress=False)
     assert rows and all(r.status == "ok" for r in rows), [(r.qtype, r.error) for r in rows]
     rows_predicted = estimate(p.model, p.dtype, p, components_from_folder(tiny_paths[p.model]), phases=True)
-    predicted = {P.config_of(e): e["memory_bytes"] for e in rows_predicted}
-    assert {P.config_of(r): r.memory_bytes for r in rows} == predicted
+    predicted = {cell_of(e): e["memory_bytes"] for e in rows_predicted}
+    assert {cell_of(r): r.memory_bytes for r in rows} == predicted
     # Each phase of the fixed-seed call: the CPU's measured peak (memory_bytes + the live storages the call
     # made, measure.LiveBytes) equals the prediction on fake tensors, to the byte, for every configuration these
     # grids run: GGUF's dequantized blocks and layerwise casting's per-layer casts included (docs/phases.md).
-    phases = {P.config_of(e): {k: e["memory_bytes"] + v for k, v in e["phase_live_bytes"].items()}
+    phases = {cell_of(e): {k: e["memory_bytes"] + v for k, v in e["phase_live_bytes"].items()}
               for e in rows_predicted if e["phase_live_bytes"]}  # fmt: skip
     assert all(e["note"].startswith("phases not predicted: ") for e in rows_predicted if not e["phase_live_bytes"])
-    assert all(P.config_of(e) in phases for e in rows_predicted), [e["note"] for e in rows_predicted]
-    measured = {P.config_of(r): {k: round(v * GB) for k, v in r.phase_peak_gb.items()} for r in rows}
+    assert all(cell_of(e) in phases for e in rows_predicted), [e["note"] for e in rows_predicted]
+    measured = {cell_of(r): {k: round(v * GB) for k, v in r.phase_peak_gb.items()} for r in rows}
     assert {c: measured[c] for c in phases} == phases
     return rows
 

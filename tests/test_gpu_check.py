@@ -107,8 +107,9 @@ def test_identity_names_the_hardware_and_versions():
 
 
 def test_the_grid_is_exactly_the_three_configurations():
-    from helpers.params import configs, validate
+    from helpers.cells import cells
+    from helpers.params import validate
 
     found = [(c.qtype, c.quantize_te, c.fuse_qkv, c.batch_size) for p in gpu_check.grid_params("/tmp/unused")
-             for c in configs(validate({**p, "device": "cpu"}))]  # fmt: skip
+             for c in cells(validate({**p, "device": "cpu"}))]  # fmt: skip
     assert found == [(q, te, False, 1) for q, te in gpu_check.CONFIGS]

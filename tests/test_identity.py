@@ -5,7 +5,7 @@ import re
 
 from helpers import explore, figures, grid, outputs, records, report
 from helpers import params as P
-from helpers.params import Config
+from helpers.cells import Cell, cells
 
 
 def _params(tmp_path, **kw):
@@ -76,7 +76,7 @@ def test_records_of_two_gpu_models_are_never_in_one_table(tmp_path):
     a100 = [_record(qtype="none", gpu="NVIDIA A100-SXM4-80GB", compute_capability="8.0", memory_gb=12.0,
                     latency_s=3.0, latent_rel_error=0.0, identical=True),
             _record(gpu="NVIDIA A100-SXM4-80GB", compute_capability="8.0", memory_gb=7.0, latency_s=2.5)]  # fmt: skip
-    assert h100[0].config_key() != a100[0].config_key(), "the GPU model is part of a record's identity"
+    assert h100[0].identity_key() != a100[0].identity_key(), "the GPU model is part of a record's identity"
     tables = report.tables_of(h100 + a100)
     assert [(bs, gpu, [r.gpu for r in sub]) for bs, gpu, sub in tables] == [
         (1, "NVIDIA H100 80GB HBM3 (compute capability 9.0)", ["NVIDIA H100 80GB HBM3"] * 2),
@@ -140,7 +140,7 @@ def test_a_process_that_finds_another_gpu_than_planned_records_an_error_not_a_fi
 
     p = _params(tmp_path, qtypes=["none"])
     planned = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}  # this CPU process sees none
-    outcome = grid.execute(p, checkpoint_name(p), "cpu", call_settings(p), planned, P.configs(p)[0])
+    outcome = grid.execute(p, checkpoint_name(p), "cpu", call_settings(p), planned, cells(p)[0])
     r = outcome.record
     assert r.status == "error" and "planned for" in r.error and r.memory_gb is None and not outcome.images
     assert (r.gpu, r.compute_capability) == ("NVIDIA H100 80GB HBM3", "9.0"), "filed under the planned identity"

@@ -15,7 +15,7 @@ import pytest
 from helpers import grid, offload, outputs, quant, records
 from helpers.backends import bnb, quanto, torchao
 from helpers import params as P
-from helpers.params import Config
+from helpers.cells import Cell, cell_of, cells, reference_of
 
 MODES = ["none", "model", "group-block", "group-leaf", "sequential"]
 
@@ -36,14 +36,14 @@ def test_an_unknown_offload_mode_is_refused_before_anything_loads():
 
 def test_the_grid_iterates_offload_and_names_it_only_when_not_none():
     p = P.validate({"qtypes": ["none", "int8"], "quantize_te": [False], "fuse_qkv": [False], "offload": MODES})
-    grid_ = P.configs(p)
+    grid_ = cells(p)
     assert [(c.qtype, c.offload) for c in grid_] == [(q, m) for q in ("none", "int8") for m in MODES]
     assert grid_[0].slug == "none_qte0_fuse0_bs1" and grid_[1].slug == "none_qte0_fuse0_bs1_offload-model"
     # the reference of every one of them: unquantized and not offloaded
-    assert {P.reference_of(c) for c in grid_} == {Config("none", False, False, 1)}
-    assert P.config_of({"qtype": "int8", "quantize_te": False, "fuse_qkv": False, "batch_size": 1}).offload == "none"
-    assert P.config_of({"qtype": "int8", "quantize_te": False, "fuse_qkv": False, "batch_size": 1,
-                        "offload": "sequential"}) == Config("int8", False, False, 1, None, "sequential")  # fmt: skip
+    assert {reference_of(c) for c in grid_} == {Cell("none", False, False, 1)}
+    assert cell_of({"qtype": "int8", "quantize_te": False, "fuse_qkv": False, "batch_size": 1}).offload == "none"
+    assert cell_of({"qtype": "int8", "quantize_te": False, "fuse_qkv": False, "batch_size": 1,
+                        "offload": "sequential"}) == Cell("int8", False, False, 1, None, "sequential")  # fmt: skip
 
 
 def test_on_the_cpu_every_offloading_configuration_is_skipped_with_one_reason(tmp_path):
@@ -67,7 +67,7 @@ def test_on_the_cpu_every_offloading_configuration_is_skipped_with_one_reason(tm
 
 
 def _decide(backend, qtype, mode, te=False, te_qtype=None, compile_mode=False):
-    return quant.unsupported(backend, Config(qtype, te, False, 1, te_qtype, mode), "cuda", compile_mode)
+    return quant.unsupported(backend, Cell(qtype, te, False, 1, te_qtype, mode), "cuda", compile_mode)
 
 
 def test_combinations_a_library_cannot_run_are_refused_before_loading_on_cuda(monkeypatch):
@@ -220,11 +220,11 @@ def test_identities_and_file_names_without_offload_are_unchanged(tmp_path):
                 guidance_scale=4.5, prompts=["p"], seed=0, warmup=1, repeats=3, gpu="NVIDIA H100 80GB HBM3",
                 compute_capability="9.0")  # fmt: skip
     r = records.Record(**base)
-    assert r.offload == "none" and r.config_key() == KEY and outputs.names(r) == NAMES
-    assert records.Record(**base, offload="none").config_key() == KEY
-    assert records.config_key({k: v for k, v in vars(r).items() if k != "offload"}) == KEY
+    assert r.offload == "none" and r.identity_key() == KEY and outputs.names(r) == NAMES
+    assert records.Record(**base, offload="none").identity_key() == KEY
+    assert records.identity_key({k: v for k, v in vars(r).items() if k != "offload"}) == KEY
     model = records.Record(**base, offload="model")
-    assert model.config_key() != KEY and '"offload": "model"' in model.config_key()
+    assert model.identity_key() != KEY and '"offload": "model"' in model.identity_key()
     images, latents = outputs.names(model)
     assert images[0].startswith("images/pixart_bf16/int8_qte0_fuse0_bs1_offload-model-") and images != NAMES[0]
 
@@ -232,5 +232,5 @@ def test_identities_and_file_names_without_offload_are_unchanged(tmp_path):
     path.write_text(OLD_LINE + "\n")
     (old,) = records.read(path)
     assert old.offload == "none" and outputs.identity_hash(old) == OLD_KEY_HASH
-    assert P.config_of(old) == Config("none", False, False, 1)
+    assert cell_of(old) == Cell("none", False, False, 1)
     assert records.labels(old)[0] == "NONE" and records.labels(model)[0] == "INT8, offload model"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cells import Cell
 from helpers import params as P, records
 from helpers.parameters import BY_NAME, PARAMETERS, markdown_table, with_table
 
@@ -32,11 +33,11 @@ def test_the_notebook_cell_is_the_declaration():
 
 def test_a_records_identity_is_the_declared_fields_plus_the_hardware():
     declared = [p.record for p in PARAMETERS if p.record]
-    assert records.CONFIG_FIELDS == tuple(declared) + records.HARDWARE_FIELDS
+    assert records.IDENTITY_FIELDS == tuple(declared) + records.HARDWARE_FIELDS
     fields = {f.name for f in dataclasses.fields(records.Record)}
-    assert set(records.CONFIG_FIELDS) <= fields, set(records.CONFIG_FIELDS) - fields
+    assert set(records.IDENTITY_FIELDS) <= fields, set(records.IDENTITY_FIELDS) - fields
     # the grid cell carries the per-configuration ones
-    cell = {f.name for f in dataclasses.fields(P.Config)}
+    cell = {f.name for f in dataclasses.fields(Cell)}
     per_configuration = {p.record for p in PARAMETERS if p.record and p.record != p.name} | {"quantize_te", "fuse_qkv"}
     assert per_configuration <= cell
 

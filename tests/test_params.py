@@ -1,5 +1,6 @@
 import pytest
 
+from helpers.cells import Cell, cell_of, cells
 from helpers import params as P
 
 
@@ -78,16 +79,16 @@ def test_per_encoder_and_mixed_entries_make_one_configuration_each():
     quantized, so `false` appears once; entries travel as given (lists), configurations hold tuples."""
     p = P.validate({"model": "sd3", "qtypes": ["int8"], "fuse_qkv": [False], "te_qtypes": ["fp8", "int8"],
                     "quantize_te": [False, True, ["text_encoder_3", "text_encoder"]]})  # fmt: skip
-    got = [(c.quantize_te, c.te_qtype) for c in P.configs(p)]
+    got = [(c.quantize_te, c.te_qtype) for c in cells(p)]
     assert got == [(False, None), (True, "fp8"), (True, "int8"),
                    (("text_encoder_3", "text_encoder"), "fp8"), (("text_encoder_3", "text_encoder"), "int8")]  # fmt: skip
-    c = P.configs(p)[3]
+    c = cells(p)[3]
     assert c.encoders("sd3") == ["text_encoder_3", "text_encoder"] and c.encoder_qtype == "fp8"
     assert c.as_given() == ["text_encoder_3", "text_encoder"] and c.slug == "int8_qte-text_encoder_3-text_encoder_tefp8_fuse0_bs1"
-    assert P.Config("int8", True, False, 1).slug == "int8_qte1_fuse0_bs1"  # today's names are kept
-    assert P.config_of({"qtype": "int8", "quantize_te": ["text_encoder_3", "text_encoder"], "fuse_qkv": False,
+    assert Cell("int8", True, False, 1).slug == "int8_qte1_fuse0_bs1"  # today's names are kept
+    assert cell_of({"qtype": "int8", "quantize_te": ["text_encoder_3", "text_encoder"], "fuse_qkv": False,
                         "batch_size": 1, "te_qtype": "fp8"}) == c  # fmt: skip
-    assert P.configs(P.validate({"model": "sd3", "qtypes": ["int8"], "fuse_qkv": [False]}))[1].encoders("sd3") == [
+    assert cells(P.validate({"model": "sd3", "qtypes": ["int8"], "fuse_qkv": [False]}))[1].encoders("sd3") == [
         "text_encoder", "text_encoder_2", "text_encoder_3"]  # fmt: skip
 
 

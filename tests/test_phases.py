@@ -3,6 +3,7 @@ through the model of CUDA's caching allocator (helpers/estimate.py, "Phases").""
 
 import pytest
 
+from helpers.cells import cell_of
 from helpers import grid, params as P
 from helpers.components import components_from_folder
 from helpers.estimate import estimate
@@ -24,9 +25,9 @@ def test_predicted_phase_peaks_equal_the_measured_ones(tiny_paths, tmp_path, mod
     p = P.validate(dict(model=model, dtype=dtype, backend=backend, qtypes=["none", qtype], out_dir=str(tmp_path), **SMALL))
     records = grid.run_grid(p, progress=False)
     assert [r.status for r in records] == ["ok"] * 2, [r.error for r in records]
-    predicted = {P.config_of(e): e for e in estimate(model, dtype, p, components_from_folder(tiny_paths[model]), phases=True)}
+    predicted = {cell_of(e): e for e in estimate(model, dtype, p, components_from_folder(tiny_paths[model]), phases=True)}
     for r in records:
-        e = predicted[P.config_of(r)]
+        e = predicted[cell_of(r)]
         assert {k: round(v * GB) for k, v in r.phase_peak_gb.items()} == {
             k: e["memory_bytes"] + v for k, v in e["phase_live_bytes"].items()}, r.qtype  # fmt: skip
         assert r.peak_phase == max(r.phase_peak_gb, key=r.phase_peak_gb.get)

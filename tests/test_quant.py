@@ -5,8 +5,8 @@ import torch
 
 from helpers.measure import component_bytes, pipeline_modules, tensor_bytes
 from helpers.pipelines import load_pipeline
-from helpers.params import Config
-from helpers.quant import apply_config
+from helpers.cells import Cell
+from helpers.quant import apply_cell
 from helpers.registry import MODELS
 
 ELEM = {"bf16": 2, "fp16": 2}
@@ -54,7 +54,7 @@ def test_quantized_linear_bytes_follow_the_format(tiny_paths, model, qtype):
     pipe = load_pipeline(tiny_paths[model], "bf16", "cpu")
     shapes = _linear_shapes(pipe.transformer)
     before = {name: tensor_bytes([m]) for name, m in pipe.transformer.named_modules() if name in shapes}
-    apply_config(pipe, model, Config(qtype, False, False, 1), exclude=[])
+    apply_cell(pipe, model, Cell(qtype, False, False, 1), exclude=[])
     modules = dict(pipe.transformer.named_modules())
     checked = 0
     for name, (n, k, bias) in shapes.items():
@@ -79,7 +79,7 @@ def test_fuse_qkv_adds_exactly_the_fused_projections(tiny_paths, model):
     pipe = load_pipeline(tiny_paths[model], "bf16", "cpu")
     before = tensor_bytes([pipe.transformer])
     linears = dict(pipe.transformer.named_modules())
-    apply_config(pipe, model, Config("none", False, True, 1), exclude=[])
+    apply_cell(pipe, model, Cell("none", False, True, 1), exclude=[])
     fused = {
         name: m for name, m in pipe.transformer.named_modules()
         if name.rsplit(".", 1)[-1] in ("to_qkv", "to_kv", "to_added_qkv")
@@ -104,7 +104,7 @@ def test_quantize_te_changes_the_text_encoders_and_nothing_else(tiny_paths, mode
     for te in (False, True):
         pipe = load_pipeline(tiny_paths[model], "bf16", "cpu")
         shapes = {name: _linear_shapes(getattr(pipe, name)) for name in model_spec(model).text_encoders}
-        apply_config(pipe, model, Config("int8", te, False, 1), exclude=[])
+        apply_cell(pipe, model, Cell("int8", te, False, 1), exclude=[])
         sizes[te] = component_bytes(pipe)
     assert set(sizes[True]) == set(sizes[False])
     for name in sizes[False]:
@@ -140,7 +140,7 @@ def _independent_count(pipe) -> int:
 @pytest.mark.parametrize("qtype", ["none", "int8", "fp8", "int4"])
 def test_memory_count_matches_an_independent_count(tiny_paths, model, qtype):
     pipe = load_pipeline(tiny_paths[model], "fp16", "cpu")
-    apply_config(pipe, model, Config(qtype, True, True, 1), exclude=[])
+    apply_cell(pipe, model, Cell(qtype, True, True, 1), exclude=[])
     assert tensor_bytes(pipeline_modules(pipe).values()) == _independent_count(pipe)
 
 
@@ -148,7 +148,7 @@ def test_exclude_keeps_named_modules_unquantized(tiny_paths):
     from optimum.quanto import QTensor
 
     pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
-    apply_config(pipe, "pixart", Config("int8", False, False, 1), exclude=["proj_out"])
+    apply_cell(pipe, "pixart", Cell("int8", False, False, 1), exclude=["proj_out"])
     assert not isinstance(pipe.transformer.proj_out.weight, QTensor)
     assert isinstance(pipe.transformer.transformer_blocks[0].attn1.to_q.weight, QTensor)
 

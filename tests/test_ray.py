@@ -52,7 +52,7 @@ def test_ray_gives_the_records_and_images_of_inline(tmp_path, cluster):
     inline = grid.run_grid(_params(tmp_path / "inline", executor="inline"), progress=False)
     on_ray = grid.run_grid(_params(tmp_path / "ray", executor="ray"), progress=False)
     assert [r.status for r in on_ray] == ["ok"] * 2, [r.error for r in on_ray]
-    assert [r.config_key() for r in on_ray] == [r.config_key() for r in inline]
+    assert [r.identity_key() for r in on_ray] == [r.identity_key() for r in inline]
     assert [r.memory_bytes for r in on_ray] == [r.memory_bytes for r in inline]
     assert [r.ssim for r in on_ray] == [r.ssim for r in inline] and on_ray[1].ssim is not None
     for a, b in zip(inline, on_ray):

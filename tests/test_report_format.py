@@ -6,7 +6,7 @@ import re
 import pytest
 
 from helpers import figures, records, report
-from helpers.params import Config
+from helpers.cells import Cell
 
 EXPONENT = re.compile(r"\d[eE][+-]?\d")
 
@@ -47,7 +47,7 @@ def test_summary_gives_the_savings_against_none_and_no_cell_has_an_exponent(tmp_
     none = _record(qtype="none", memory_gb=0.004, latency_s=0.05, ssim=1.0, psnr_db=None, identical=True,
                    latent_rel_error=0.0)  # fmt: skip
     int8 = _record(memory_gb=0.001, latency_s=0.06, peak_memory_gb=0.75, device_name="cpu1")
-    page = report.report_html(str(tmp_path), [[none, int8]], [{Config("int8", False, False, 1): 9.3468}])
+    page = report.report_html(str(tmp_path), [[none, int8]], [{Cell("int8", False, False, 1): 9.3468}])
     summary = page[page.index('id="summary"') : page.index('<table class="sortable"')]
     # INT8 is recommended: 0.003 GB (75.0 %) less than NONE, 20 % slower
     assert re.search(r"<td>INT8</td>.*>0\.003<.*>75\.0<.*>\+20\.0<.*>9\.347<", summary)

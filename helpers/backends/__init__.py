@@ -15,7 +15,7 @@ Every backend module has the same small interface:
 - ``notes(qtype, device)``: the sentences a record at ``qtype`` on ``device`` puts
   in its ``notes``, what the backend does there that the qtype's name does not say
   (quanto fp8 on CUDA without quanto's Marlin kernel, torchao int4wo's packing);
-  ``[]`` for most; ``quant.apply_config`` returns them for the qtypes it applied;
+  ``[]`` for most; ``quant.apply_cell`` returns them for the qtypes it applied;
 - ``excludes(pattern, name)``: whether an ``exclude`` pattern leaves that module alone;
 - ``files(checkpoint, qtype, dtype, exclude)``: write the files configurations at
   ``qtype`` will read, once, before a driver submits them (GGUF: the ``.gguf``
