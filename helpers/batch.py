@@ -19,6 +19,7 @@ from . import params as P
 from . import records
 from .backends import PUBLISHED
 from .figures import image_grid, tradeoff_chart
+from .module_names import transformer_module_names
 from .grid import grid_records, results_path
 from .records import section_name
 from .registry import BACKENDS, DTYPES, MODELS
@@ -165,7 +166,7 @@ def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_di
             ensure_tiny(model)
     _predict(runs)
     for run in runs:
-        P.transformer_module_names(run.params)
+        transformer_module_names(run.params)
 
 
 def _predict(runs: list[Run]) -> None:

@@ -282,67 +282,6 @@ def _check_size(p: dict) -> None:
             )
 
 
-def transformer_module_names(p: dict) -> list[str]:
-    """The transformer's module names, fused ones included: those of the preset's own
-    architecture or a local checkpoint's config (see ``transformer_modules``)."""
-    return transformer_modules(p)["names"]
-
-
-# What the module-name cache holds; a new format gets new file names, so an older file is never read.
-_MODULES_FORMAT = "module-names/2: names, linear, fused_linear"
-
-
-def transformer_modules(p: dict) -> dict[str, list[str]]:
-    """``names``: every module name of the transformer, fused ones included; ``linear``: the names of its
-    ``nn.Linear`` modules, and ``fused_linear`` those after ``fuse_qkv_projections`` (what a configuration with
-    ``fuse_qkv`` quantizes; the same as ``linear`` where nothing fuses). Built once on the meta device (nothing
-    loads) and kept under the cache folder by architecture and diffusers version, so the check costs no
-    import of torch."""
-    import hashlib
-    import json
-    from importlib.metadata import version
-
-    from .paths import cache_dir
-    from .registry import model_spec
-
-    folder = Path(p["checkpoint"]).expanduser() if p["checkpoint"] else None
-    if folder is not None and folder.is_dir():
-        config = json.loads((folder / "transformer" / "config.json").read_text())
-        component = ("diffusers", config["_class_name"], config)
-    else:
-        spec = model_spec(p["model"])
-        component = architecture(preset(p["preset"]), spec)["transformer"]
-    key = json.dumps([_MODULES_FORMAT, component, version("diffusers")], sort_keys=True, default=str)
-    path = cache_dir() / "module-names" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
-    if path.is_file():  # a file of another format (a list of names, before) is built again
-        table = json.loads(path.read_text())
-        if isinstance(table, dict) and table.get("format") == _MODULES_FORMAT:
-            return table
-    table = {"format": _MODULES_FORMAT, **_modules_on_meta(component)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(table))
-    tmp.replace(path)
-    return table
-
-
-def _modules_on_meta(component: tuple) -> dict[str, list[str]]:
-    import torch
-
-    from .components import Component, instantiate
-
-    with torch.device("meta"):
-        module = instantiate(Component(*component))
-    names = [name for name, _ in module.named_modules() if name]
-    linear = [name for name, m in module.named_modules() if name and isinstance(m, torch.nn.Linear)]
-    fused_linear = linear
-    if hasattr(module, "fuse_qkv_projections"):
-        module.fuse_qkv_projections()
-        names += [name for name, _ in module.named_modules() if name and name not in set(names)]
-        fused_linear = [name for name, m in module.named_modules() if name and isinstance(m, torch.nn.Linear)]
-    return {"names": names, "linear": linear, "fused_linear": fused_linear}
-
-
 def _check_exclude(p: dict) -> None:
     """A pattern that leaves no module of the transformer alone is a typo: refused, with names it could mean.
     Patterns that together exclude every Linear leave nothing to quantize: refused too."""
@@ -352,6 +291,8 @@ def _check_exclude(p: dict) -> None:
 
     if not p["exclude"]:
         return
+    from .module_names import transformer_modules
+
     table = transformer_modules(p)
     names = table["names"]
     rule = backend(p["backend"]).excludes

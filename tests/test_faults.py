@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import grids
+from helpers.module_names import transformer_module_names
 from helpers import grid, params as P, records, report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def test_bad_params_file_fails_the_cli_fast(tmp_path, text, words):
 
 def test_an_exclude_typo_fails_the_cli_in_under_5_s(tmp_path, tiny_cache):
     """With the module names computed once (make setup does it for every tiny transformer)."""
-    P.transformer_module_names(P.validate({"model": "pixart"}))
+    transformer_module_names(P.validate({"model": "pixart"}))
     f = tmp_path / "p.yaml"
     f.write_text("exclude: [proj_ot]\n")
     start = time.perf_counter()

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from helpers.module_names import transformer_modules
 from helpers import params as P, registry
 from helpers.__main__ import main
 
@@ -115,7 +116,7 @@ def test_an_exclude_that_leaves_no_linear_is_refused(tiny_cache):
         P.validate({"backend": "torchao", "exclude": ["transformer_blocks", "proj_out", "caption_projection",
                                                       "adaln_single", "pos_embed"]})  # fmt: skip
     # Only the fused QKV projections left: refused for fuse_qkv false, where they do not exist.
-    table = P.transformer_modules(P.validate({}))
+    table = transformer_modules(P.validate({}))
     unfused = [n for n in table["linear"]]
     assert set(table["fused_linear"]) - set(unfused) and set(unfused) <= set(table["names"])
     with pytest.raises(ValueError, match="excludes every Linear of the pixart transformer .quanto rule."):
@@ -129,10 +130,10 @@ def test_a_module_name_cache_of_the_old_format_is_not_misread(tiny_cache):
 
     from helpers.paths import cache_dir
 
-    P.transformer_modules(P.validate({"model": "sd3"}))
+    transformer_modules(P.validate({"model": "sd3"}))
     for path in (cache_dir() / "module-names").glob("*.json"):
         path.write_text(json.dumps(["proj_out"]))  # what the cache held before: module names only
-    table = P.transformer_modules(P.validate({"model": "sd3"}))
+    table = transformer_modules(P.validate({"model": "sd3"}))
     assert len(table["names"]) > 1 and "proj_out" in table["linear"]
 
 
