@@ -21,7 +21,7 @@ from .backends import PUBLISHED
 from .figures import image_grid, tradeoff_chart
 from .module_names import transformer_module_names
 from .grid import grid_records, results_path
-from .records import section_name
+from .records import section_name, section_of
 from .registry import BACKENDS, DTYPES, MODELS
 from .registry import backend as backend_module
 from .registry import preset as preset_module
@@ -109,7 +109,7 @@ def _update_manifest(out_dir: str, runs: list[Run]) -> list[dict]:
         sections.values(),
         key=lambda p: (BACKENDS.index(p["backend"]), order[p["model"]], DTYPES.index(p["dtype"])),
     )
-    path.write_text(json.dumps({section_name(p["model"], p["dtype"], p["backend"]): p for p in ordered}, indent=1))
+    path.write_text(json.dumps({section_of(p): p for p in ordered}, indent=1))
     return ordered
 
 
@@ -134,7 +134,7 @@ def build_documents(runs: list[Run], out_dir: str) -> list[Path]:
     A section's image grid and trade-off chart are drawn again only when its records are newer than them
     (its notebook draws both from the same records)."""
     from .estimate import predicted_gb
-    from .figures import image_grid_path, section_of, tradeoff_path
+    from .figures import image_grid_path, tradeoff_path
     from .fit import predictions as fit_predictions
 
     all_params = _update_manifest(out_dir, runs)

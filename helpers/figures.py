@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from .records import Record, labels, section_name, suspect
+from .records import Record, labels, section_of, suspect
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,10 +43,6 @@ def _save(fig, path: Path, dpi: int) -> None:
     fig.png = buffer.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(fig.png)
-
-
-def section_of(r: Record) -> str:
-    return section_name(r.model, r.dtype, r.backend)
 
 
 def image_grid_path(out_dir: str, section: str) -> Path:
@@ -266,5 +262,5 @@ def fits_chart(found, out_dir: str, cards=None):
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1), borderaxespad=0)
     fig.tight_layout()
-    _save(fig, fits_path(out_dir, found.section), dpi=90)
+    _save(fig, fits_path(out_dir, section_of(found)), dpi=90)
     return fig

@@ -35,7 +35,7 @@ from . import registry
 from .backends import PUBLISHED
 from .cells import Cell, cell_of
 from .params import Params
-from .records import Record, qtype_label, section_name, suspect, te_label, yes_no
+from .records import Record, qtype_label, section_of, suspect, te_label, yes_no
 
 # The card sizes the report and the notebooks answer for (GiB, by the rule above).
 CARDS_GB = (8, 12, 16, 24, 48, 80)
@@ -69,9 +69,6 @@ class Predictions:
     rows: list[dict] = field(default_factory=list)
     note: str | None = None
 
-    @property
-    def section(self) -> str:
-        return section_name(self.model, self.dtype, self.backend)
 
 
 def offload_grids(params: Params) -> list[Params]:
@@ -334,7 +331,7 @@ def records_of(params: Params, out_dir: str | Path) -> list[Record]:
     """Every record of ``params``' section in ``out_dir``'s results (none when there is no file)."""
     from .records import latest, read
 
-    path = Path(out_dir) / "results" / f"{section_name(params['model'], params['dtype'], params['backend'])}.jsonl"
+    path = Path(out_dir) / "results" / f"{section_of(params)}.jsonl"
     return latest(read(path))
 
 

@@ -23,12 +23,8 @@ from .registry import backend as backend_module
 from .registry import torch_device, torch_dtype
 
 
-def section_name(params: Params) -> str:
-    return records.section_name(params["model"], params["dtype"], params["backend"])
-
-
 def results_path(params: Params) -> Path:
-    return Path(params["out_dir"]) / "results" / f"{section_name(params)}.jsonl"
+    return Path(params["out_dir"]) / "results" / f"{records.section_of(params)}.jsonl"
 
 
 def _base_record(params: Params, config: Cell, checkpoint: str, device: str, call: dict,
@@ -319,9 +315,9 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
                 complete(*other)
 
         if progress:  # what came from the results file, what runs now
-            print(f"{section_name(params)}: {len(grid) - len(todo)} of {len(grid)} configurations from "
+            print(f"{records.section_of(params)}: {len(grid) - len(todo)} of {len(grid)} configurations from "
                   f"{path}, {len(todo)} to run")  # fmt: skip
-        bar = tqdm(total=len(todo), desc=f"{section_name(params)} running", disable=not progress or not todo)
+        bar = tqdm(total=len(todo), desc=f"{records.section_of(params)} running", disable=not progress or not todo)
         results = executor.run(todo, functools.partial(execute, params, checkpoint, device, call, hardware), device)
         for config, outcome in results:
             bar.update()

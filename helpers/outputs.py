@@ -15,7 +15,7 @@ import hashlib
 from pathlib import Path
 
 from .cells import cell_of
-from .records import Record, section_name
+from .records import Record, section_of
 
 
 class Mismatch(ValueError):
@@ -29,7 +29,7 @@ def identity_hash(record: Record) -> str:
 
 def names(record: Record) -> tuple[list[str], str]:
     """(image per prompt, latents file), relative to ``out_dir``, for a record being written now."""
-    folder = section_name(record.model, record.dtype, record.backend)
+    folder = section_of(record)
     stem = f"{cell_of(record).slug}-{identity_hash(record)}"
     images = [f"images/{folder}/{stem}" + ("" if i == 0 else f"_p{i}") + ".png" for i in range(len(record.prompts))]
     return images, f"latents/{folder}/{stem}.safetensors"

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -144,6 +145,13 @@ class Record:
 
     def identity_key(self) -> str:
         return identity_key({name: getattr(self, name) for name in IDENTITY_FIELDS})
+
+
+def section_of(source) -> str:
+    """The section of a record, a parameter set or a prediction (anything with a model, a dtype and a backend):
+    the one name of a section, in file names, tables and the report (``section_name``)."""
+    get = source.get if isinstance(source, Mapping) else lambda name: getattr(source, name)
+    return section_name(get("model"), get("dtype"), get("backend"))
 
 
 def section_name(model: str, dtype: str, backend: str = PUBLISHED) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from .backends import PUBLISHED
-from .figures import fits_chart, fits_path, image_grid_path, recommended, section_of, tradeoff_path
+from .figures import fits_chart, fits_path, image_grid_path, recommended, tradeoff_path
 from .cells import Cell, cell_of
-from .records import SUSPECT, Record, identity_hardware, labels, suspect
+from .records import SUSPECT, Record, identity_hardware, labels, section_of, suspect
 from .registry import preset
 
 COLUMNS = ["Quantization", "Quantize TE", "Fuse QKV", "Memory (GB)", "Latency (s)"]
@@ -502,7 +502,7 @@ def _fits_section(out_dir: str, sections: list[list[Record]], fits: list) -> lis
         notes = [found.note] if found.note else []
         if not notes and any(row.get("peak_reserved_gb") is not None for row in found.rows):
             fits_chart(found, out_dir)
-        parts.append(_embedded_png(fits_path(out_dir, found.section),
+        parts.append(_embedded_png(fits_path(out_dir, section_of(found)),
                                    f"What fits chart of {found.model} {found.dtype} ({found.backend}): each "
                                    "configuration's predicted peak GPU memory per offload mode, against the card "
                                    "sizes as horizontal lines" + "".join(f" ({n})" for n in notes)))  # fmt: skip
