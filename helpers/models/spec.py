@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-Component = tuple[str, str, dict]
+# (library, class name, constructor kwargs): what helpers/components.py makes a Component of
+ComponentSpec = tuple[str, str, dict]
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class ModelSpec:
     height: int
     width: int
     guidance_scale: float
-    full: dict[str, Component]
-    tiny: dict[str, Component]
+    full: dict[str, ComponentSpec]
+    tiny: dict[str, ComponentSpec]
     tiny_call: dict  # height, width, num_inference_steps, guidance_scale, extra_call_kwargs
     scheduler: tuple[str, dict]  # diffusers class name, kwargs (the checkpoint's scheduler_config.json)
     call_kwargs: dict = field(default_factory=dict)  # every call of this pipeline
@@ -81,7 +82,7 @@ TINY_T5 = ("transformers", "T5EncoderModel", _T5_TINY)
 TINY_UMT5 = ("transformers", "UMT5EncoderModel", _T5_TINY)
 
 
-def tiny_clip(cls: str, hidden_size: int, intermediate_size: int, projection_dim: int, hidden_act: str) -> Component:
+def tiny_clip(cls: str, hidden_size: int, intermediate_size: int, projection_dim: int, hidden_act: str) -> ComponentSpec:
     return ("transformers", cls, dict(
         vocab_size=TINY_CLIP_VOCAB, hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=2, num_attention_heads=2, projection_dim=projection_dim, hidden_act=hidden_act,
@@ -90,7 +91,7 @@ def tiny_clip(cls: str, hidden_size: int, intermediate_size: int, projection_dim
     ))  # fmt: skip
 
 
-def tiny_vae(**kwargs) -> Component:
+def tiny_vae(**kwargs) -> ComponentSpec:
     """Narrow at full resolution (16) like the real ones (128): fp16 conv2d on the CPU has no fast kernel.
     Only the mid-block attention (last width, 32) is a Linear."""
     return ("diffusers", "AutoencoderKL", dict(
