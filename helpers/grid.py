@@ -257,7 +257,7 @@ def _lost(params, config, checkpoint, device, call, hardware, lost) -> records.R
 def _clip_available() -> bool:
     """CLIP score needs CLIP's weights from the hub; offline it is skipped with one line (asked once)."""
     from .fidelity import CLIP_MODEL
-    from .params import hub_available
+    from .pipelines import hub_available
 
     available = hub_available(CLIP_MODEL)
     if not available:

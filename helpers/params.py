@@ -339,28 +339,13 @@ def _check_checkpoint(p: dict) -> None:
         return
     if _looks_like_path(checkpoint):
         raise ValueError(f"parameter 'checkpoint': the path {checkpoint!r} does not exist")
+    from .pipelines import hub_available
+
     if not hub_available(checkpoint):
         raise ValueError(
             f"checkpoint {checkpoint!r} is a hub id, the hub cannot be reached from here and the checkpoint is "
             f"not in the local hub cache; {_OFFLINE_HINT}"
         )
-
-
-def hub_available(repo_id: str) -> bool:
-    """In the local hub cache, or the hub answers within 3 s (never when HF_HUB_OFFLINE is set)."""
-    import socket
-
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str):
-        return True
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
 
 
 def _injected_names(namespace: dict) -> set[str]:

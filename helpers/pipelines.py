@@ -7,10 +7,12 @@ full-size checkpoint goes through on a GPU machine.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from pathlib import Path
 
 from .cache import key_hash, write_atomic
-from .params import Params
 from .paths import cache_dir
 from .registry import model_spec, preset, torch_device, torch_dtype
 
@@ -39,7 +41,7 @@ def ensure_tiny(model: str) -> Path:
     return write_atomic(path, lambda tmp: build_tiny(model, tmp))  # another process finished first: keeps theirs
 
 
-def checkpoint_name(params: Params) -> str:
+def checkpoint_name(params: Mapping) -> str:
     """What records carry as ``checkpoint``: the same on every machine, and nothing is built to know it."""
     if params["checkpoint"]:
         return params["checkpoint"]
@@ -51,7 +53,7 @@ def checkpoint_name(params: Params) -> str:
     return model_spec(params["model"]).hub_id
 
 
-def resolve_checkpoint(params: Params) -> str | None:
+def resolve_checkpoint(params: Mapping) -> str | None:
     """The ``from_pretrained`` argument for these parameters, on this machine (builds the tiny pipeline once);
     ``None`` where the preset builds its weights in memory (random-full)."""
     weights = preset(params["preset"]).WEIGHTS
@@ -62,7 +64,7 @@ def resolve_checkpoint(params: Params) -> str | None:
     return checkpoint_name(params)
 
 
-def call_settings(params: Params) -> dict:
+def call_settings(params: Mapping) -> dict:
     """Steps, size and guidance: the parameters if given, else the preset's defaults."""
     spec = model_spec(params["model"])
     base = preset(params["preset"]).call_defaults(spec)
@@ -127,3 +129,20 @@ def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=
             lib.logging.enable_progress_bar() if bar else lib.logging.disable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def hub_available(repo_id: str) -> bool:
+    """In the local hub cache, or the hub answers within 3 s (never when HF_HUB_OFFLINE is set)."""
+    import socket
+
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str):
+        return True
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
