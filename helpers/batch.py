@@ -21,7 +21,7 @@ from .backends import PUBLISHED
 from .figures import image_grid, tradeoff_chart
 from .module_names import transformer_module_names
 from .grid import grid_records, results_path
-from .records import section_name, section_of
+from .records import section_of
 from .registry import BACKENDS, DTYPES, MODELS
 from .registry import backend as backend_module
 from .registry import preset as preset_module
@@ -39,7 +39,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return section_name(self.model, self.dtype, self.params["backend"])
+        return section_of(self.params)
 
 
 def params_file(params_dir: Path, model: str, backend: str) -> Path:

@@ -159,22 +159,14 @@ PHASES = ("encode", "denoise", "decode")
 
 
 def _storages(t: torch.Tensor):
-    """The storages behind ``t`` (a quantized subclass: its inner tensors'; a fake tensor: its own)."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    if hasattr(t, "__tensor_flatten__") and not isinstance(t, FakeTensor):
-        names, _ = t.__tensor_flatten__()
-        for name in names:
-            yield from _storages(getattr(t, name))
-    else:
-        yield t.untyped_storage()
+    """The storages behind ``t``: a quantized subclass's inner tensors' (``_plain_tensors``), else its own (a
+    fake tensor has no ``__tensor_flatten__``: its own)."""
+    return (plain.untyped_storage() for plain in _plain_tensors(t))
 
 
 def _is_wrapper(t) -> bool:
-    """A quantized tensor subclass (quanto, torchao), not a fake or plain tensor."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    return t is not torch.Tensor and not issubclass(t, FakeTensor) and hasattr(t, "__tensor_flatten__")
+    """A quantized tensor subclass (quanto, torchao): the rule ``_plain_tensors`` flattens by."""
+    return hasattr(t, "__tensor_flatten__")
 
 
 class LiveBytes:
@@ -219,9 +211,9 @@ class LiveBytes:
     def incarnations(self) -> dict:
         out = {}
         for t, key in self.weights.items():
-            (st,) = _storages(t) if not _is_wrapper(type(t)) else (None,)
-            if st is not None and self._known.get(st) is not None:
-                out[key] = self._known[st]
+            now = None if _is_wrapper(type(t)) else self._known.get(t.untyped_storage())
+            if now is not None:
+                out[key] = now
         return out
 
     def _free(self, nbytes: int, key: int) -> None:
@@ -232,13 +224,11 @@ class LiveBytes:
     def __enter__(self):
         import weakref
 
-        from torch._subclasses.fake_tensor import FakeTensor
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.weak import WeakIdKeyDictionary
 
         tracker, known, counter = self, WeakIdKeyDictionary(), iter(range(1 << 62))
         self._known = known
-        is_wrapper = _is_wrapper
         for t, key in self.weights.items():
             for st in _storages(t):
                 if st not in known:
@@ -257,7 +247,7 @@ class LiveBytes:
 
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if any(is_wrapper(t) for t in types):
+                if any(_is_wrapper(t) for t in types):
                     return NotImplemented
                 for a in tensors((args, kwargs)):
                     for st in _storages(a):
