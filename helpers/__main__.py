@@ -127,6 +127,22 @@ def _bench_executor(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    from pathlib import Path
+
+    from .components import sizes_markdown
+    from .parameters import with_table
+
+    table = sizes_markdown()
+    if not args.write:
+        print(table)
+        return 0
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    readme.write_text(with_table(readme.read_text(encoding="utf-8"), "models", table), encoding="utf-8")
+    print(f"wrote the model table into {readme}")
+    return 0
+
+
 def _parameters(args) -> int:
     from pathlib import Path
 
@@ -212,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("parameters", help="print the parameter table (helpers/parameters.py), or --write it into README.md")
     t.add_argument("--write", action="store_true", help="replace the table between README.md's parameters markers")
     t.set_defaults(func=_parameters)
+    m = sub.add_parser("models", help="print the model table (full-size sizes, built and published), or --write it "
+                                      "into README.md")
+    m.add_argument("--write", action="store_true", help="replace the table between README.md's models markers")
+    m.set_defaults(func=_models)
 
     n = sub.add_parser("notebook", help="write notebooks/<model>.ipynb from the one template (helpers/notebook.py)")
     n.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))

@@ -169,4 +169,49 @@ def to_fake(module: torch.nn.Module, mode, device: str = "cpu") -> torch.nn.Modu
     target = torch.device(device)
     _replace_tensors(module, lambda p: _fake(p.data if type(p) is torch.nn.Parameter else p, mode, target),
                      lambda b: _fake(b, mode, target) if b.device.type == "meta" else None)  # fmt: skip
+    # Tensors a module keeps as plain attributes, neither parameters nor buffers (a rotary table built in
+    # __init__ that the call copies to its device): the module's __init__ made them on meta too, and they stay
+    # where from_pretrained leaves them (the CPU), as a real load's do.
+    for sub in module.modules():
+        for name, value in list(vars(sub).items()):
+            if isinstance(value, torch.Tensor) and value.device.type == "meta":
+                setattr(sub, name, _fake(value, mode, torch.device("cpu")))
     return module
+
+
+def stored_elements(module: torch.nn.Module) -> int:
+    """What a checkpoint of ``module`` stores, in elements: parameters and persistent buffers, a shared tensor
+    once (what publishers and safetensors indexes count)."""
+    tensors = {id(p): p for p in module.parameters()}
+    for sub in module.modules():
+        for name, b in sub._buffers.items():
+            if b is not None and name not in sub._non_persistent_buffers_set:
+                tensors[id(b)] = b
+    return sum(t.numel() for t in tensors.values())
+
+
+def sizes_markdown() -> str:
+    """The README's model table: each model's full-size components, their sizes as built here
+    (``stored_elements`` on the meta device) and, in brackets, as their publishers state them (each model
+    module's ``published_sizes``, which also says where)."""
+    from .registry import MODELS
+
+    def size(n: int) -> str:
+        return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M"
+
+    lines = ["| model | transformer | text encoders | VAE |", "|---|---|---|---|"]
+    for key, spec in MODELS.items():
+        cells: dict[str, str] = {}
+        modules = {name: build_on_meta(c, "bf16") for name, c in full_components(key).items()}
+        for name, module in modules.items():
+            text = size(stored_elements(module))
+            for component, submodule, billions, _, _ in spec.published_sizes:
+                if component == name and submodule:
+                    part = submodule.rsplit(".", 1)[-1].replace("_", " ")
+                    text += f"; {part} {size(stored_elements(module.get_submodule(submodule)))} [{billions:g} B]"
+                elif component == name and f"[{billions:g} B]" not in text:
+                    text += f" [{billions:g} B]"
+            cells[name] = text
+        encoders = ", ".join(f"{n}: {cells[n]}" if len(spec.text_encoders) > 1 else cells[n] for n in spec.text_encoders)
+        lines.append(f"| `{key}` | {cells['transformer']} | {encoders} | {cells['vae']} |")
+    return "\n".join(lines)

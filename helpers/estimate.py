@@ -21,6 +21,7 @@ The tiny preset's test compares every configuration with a real load, to the byt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -34,6 +35,7 @@ from .components import (
 from .measure import GB, tensor_bytes
 from .cells import Cell, cell_of, cells
 from .params import Params
+from .quant import fuse_unsupported
 from .records import qtype_label, te_label, yes_no
 from .registry import BACKEND_MODULES
 from .registry import backend as backend_module
@@ -99,6 +101,8 @@ def estimate(model: str, dtype: str, params: Params, components: dict[str, Compo
         params_count = sum(p.numel() for p in module.parameters())
         if name == "transformer":
             if fuse:
+                if reason := fuse_unsupported(model):
+                    raise ValueError(reason)
                 module.fuse_qkv_projections()
             hooks.on_meta(module, qtype, params["exclude"], True, fuse)
         else:
@@ -384,10 +388,7 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
     """One configuration's fake call: its live bytes by phase, the weights by component, and the events.
     ``preset``: whose call it is (the components' size): tiny's or the full pipeline's defaults where
     ``params`` leave a setting unset."""
-    import contextlib
-
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     from . import tiny
     from .components import to_fake
@@ -396,7 +397,7 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
     from .registry import pipeline_class
 
     hooks = backend_module(params["backend"])
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    mode = _constant_inputs_mode()(allow_non_fake_inputs=True)
     modules, load, quantize, weights, storages, leaf, keys = {}, [], [], {}, {}, 0, {}
     for name, component in components.items():
         qtype, fuse, transformer = "none", False, name == "transformer"
@@ -425,13 +426,53 @@ def phase_trace(model: str, dtype: str, params: Params, components: dict[str, Co
                 num_images_per_prompt=config.batch_size, prompt=params["prompts"][0])  # fmt: skip
     kept: dict = {}  # the final latents, kept as measure.generate keeps them
     # A backend whose modules need help to run on fake tensors says how (layerwise, gguf: their fake_call).
-    with getattr(hooks, "fake_call", lambda *_: contextlib.nullcontext())(modules, config.qtype):
+    with getattr(hooks, "fake_call", lambda *_: contextlib.nullcontext())(modules, config.qtype), _constants():
         _, tracker = traced_call(pipe, {**call, **step_hook(pipe, kept)}, params["seed"], events=True, weights=keys)
     incarnations = tracker.incarnations()
     del pipe, modules, keys
     torch.compiler.reset()
     return {"live": tracker.peaks, "events": tracker.events, "load": load + quantize, "weights": weights,
             "storages": storages, "largest_leaf": leaf, "incarnations": incarnations}
+
+
+# The most elements a real tensor may have to enter the fake call as a constant: a batch of token ids or an
+# attention mask (a few thousand); latents and activations come from fake weights or seeded noise, never so.
+CONSTANT_ELEMENTS = 1 << 14
+
+
+@contextlib.contextmanager
+def _constants():
+    """Small tensors computed from constants stay constants (their values known) for the call's length:
+    torch's FakeTensorMode keeps them only up to one element (``CONSTANT_NUMEL_LIMIT``)."""
+    from torch._subclasses import fake_tensor
+
+    limit = fake_tensor.CONSTANT_NUMEL_LIMIT
+    fake_tensor.CONSTANT_NUMEL_LIMIT = CONSTANT_ELEMENTS
+    try:
+        yield
+    finally:
+        fake_tensor.CONSTANT_NUMEL_LIMIT = limit
+
+
+def _constant_inputs_mode():
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    class ConstantInputsMode(FakeTensorMode):
+        """A fake mode in which the real tensors a pipeline makes itself (its tokenizer's ids and attention
+        mask) enter as constants when small, so an operation that depends on their values has them: a pipeline
+        that keeps each prompt's embeddings where its mask is true (``aten.nonzero``) asks what a plain fake
+        tensor cannot answer (``DynamicOutputShapeException``). Everything computed from fake weights stays fake."""
+
+        def validate_and_convert_non_fake_tensors(self, func, converter, flat_args, args_spec):
+            flat_args = [
+                converter.from_real_tensor(self, a, make_constant=True)
+                if type(a) is torch.Tensor and not self.is_our_fake(a) and self.may_turn_const(a) else a
+                for a in flat_args
+            ]  # fmt: skip
+            return super().validate_and_convert_non_fake_tensors(func, converter, flat_args, args_spec)
+
+    return ConstantInputsMode
 
 
 def _weight_keys(module, component: str) -> dict:

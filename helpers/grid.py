@@ -17,7 +17,7 @@ from pathlib import Path
 from . import measure, offload, outputs, records
 from .cells import Cell, cells, reference_of
 from .params import Params
-from .pipelines import call_settings, checkpoint_name, load_pipeline, resolve_checkpoint
+from .pipelines import call_settings, checkpoint_name, guidance_of, load_pipeline, resolve_checkpoint
 from .quant import Rejected, apply_cell, compile_transformer, load_config, unsupported
 from .registry import backend as backend_module
 from .registry import torch_device, torch_dtype
@@ -45,7 +45,7 @@ def _base_record(params: Params, config: Cell, checkpoint: str, device: str, cal
         steps=call["num_inference_steps"],
         height=call["height"],
         width=call["width"],
-        guidance_scale=call["guidance_scale"],
+        guidance_scale=guidance_of(params["model"], call),
         max_sequence_length=call.get("max_sequence_length"),
         prompts=list(params["prompts"]),
         seed=params["seed"],
@@ -114,7 +114,7 @@ def _prepare(params: Params, config: Cell, device: str, record: records.Record):
     ``Rejected``. An offloading configuration loads on the CPU and gets its mode's hooks once quantized and
     fused (``offload.apply``, CUDA only)."""
     backend = params["backend"]
-    reason = unsupported(backend, config, device, params["compile"])
+    reason = unsupported(backend, config, device, params["compile"], model=params["model"])
     if reason:
         raise Rejected(reason)
     where = offload.load_device(config.offload, device)  # the CPU when offloading
@@ -128,8 +128,10 @@ def _prepare(params: Params, config: Cell, device: str, record: records.Record):
             if qconfig is not None:
                 raise NotImplementedError("random-full builds its weights in memory; load-time quantization "
                                           "(torchao, bitsandbytes) needs from_pretrained")  # fmt: skip
-            from .random_full import build
+            from .random_full import build, does_not_fit
 
+            if reason := does_not_fit(params["model"], params["dtype"], where):
+                raise Rejected(reason)
             pipe, record.init_s = measure.timed(lambda: build(params["model"], params["dtype"], where, params["seed"]))
         else:
             pipe = load_pipeline(checkpoint, params["dtype"], where, quantization_config=qconfig, components=preloaded,

@@ -654,6 +654,16 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def available_bytes(device: str) -> int:
+    """Memory a new allocation can take on ``device`` now: the host's available memory (``MemAvailable``) on
+    the CPU, the GPU's free memory (``cudaMemGetInfo``) on CUDA."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
 def timed(fn):
     """``(fn(), seconds)``: for one-off costs such as building random weights (not a latency)."""
     start = time.perf_counter()

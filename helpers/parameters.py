@@ -138,13 +138,12 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-BEGIN, END = "<!-- parameters:begin -->", "<!-- parameters:end -->"
-
-
-def with_table(readme: str) -> str:
-    """``readme`` with the table between its markers replaced by ``markdown_table()``."""
-    head, begin, rest = readme.partition(BEGIN)
-    _, end, tail = rest.partition(END)
+def with_table(readme: str, name: str = "parameters", table: str | None = None) -> str:
+    """``readme`` with the table between its ``<!-- name:begin -->`` and ``<!-- name:end -->`` markers
+    replaced by ``table`` (default: ``markdown_table()``, the parameters)."""
+    begin_marker, end_marker = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    head, begin, rest = readme.partition(begin_marker)
+    _, end, tail = rest.partition(end_marker)
     if not begin or not end:
-        raise ValueError(f"README.md has no {BEGIN} ... {END} block for the parameter table")
-    return f"{head}{BEGIN}\n{markdown_table()}\n{END}{tail}"
+        raise ValueError(f"README.md has no {begin_marker} ... {end_marker} block for the {name} table")
+    return f"{head}{begin_marker}\n{markdown_table() if table is None else table}\n{end_marker}{tail}"

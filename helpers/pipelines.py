@@ -78,7 +78,13 @@ def call_settings(params: Mapping) -> dict:
         extra["max_sequence_length"] = params["max_sequence_length"]
     if params["guidance_scale"] is not None:
         base["guidance_scale"] = float(params["guidance_scale"])
+    base[spec.guidance_argument] = base.pop("guidance_scale")  # another name where the model says so (true CFG's true_cfg_scale)
     return {**base, **extra}
+
+
+def guidance_of(model: str, call: Mapping) -> float:
+    """The guidance value of a call (``call_settings``), whichever argument the model's pipeline takes it as."""
+    return call[model_spec(model).guidance_argument]
 
 
 def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None, components: dict | None = None,

@@ -6,22 +6,53 @@ this module only walks a pipeline's components through them.
 
 from __future__ import annotations
 
+import functools
+
 from .backends import PUBLISHED
 from .cells import Cell
 from .registry import backend as backend_module
-from .registry import torch_dtype
+from .registry import model_spec, torch_dtype
 
 
 class Rejected(Exception):
     """A library or the device refused this combination; the grid records it as ``skipped``."""
 
 
-def unsupported(backend: str, config: Cell, device: str, compile_mode: bool | str = False) -> str | None:
+@functools.lru_cache(maxsize=None)
+def fuse_unsupported(model: str) -> str | None:
+    """Why this model's transformer cannot fuse its QKV projections, or ``None``: its class has no
+    ``fuse_qkv_projections`` in the installed diffusers, or has one that fuses nothing (diffusers' generic
+    method passes over attention modules that do not support fusion without a word). Tried on the tiny
+    architecture built on the meta device: the same classes as at full size."""
+    import diffusers
+    import torch
+
+    from .components import instantiate, tiny_components
+
+    name = model_spec(model).full["transformer"][1]
+    if not hasattr(getattr(diffusers, name), "fuse_qkv_projections"):
+        return f"{name} has no fuse_qkv_projections in diffusers {diffusers.__version__}: nothing fuses its q, k and v"
+    with torch.device("meta"):
+        module = instantiate(tiny_components(model)["transformer"])
+    before = {n for n, _ in module.named_modules()}
+    module.fuse_qkv_projections()
+    if not {n for n, _ in module.named_modules()} - before:
+        kinds = sorted({type(m).__name__ for m in module.modules() if hasattr(m, "fuse_projections")})
+        return (f"{name}.fuse_qkv_projections fuses nothing in diffusers {diffusers.__version__}: it passes over "
+                f"its attention modules ({', '.join(kinds)}), which it does not take as supporting QKV fusion")
+    return None
+
+
+def unsupported(backend: str, config: Cell, device: str, compile_mode: bool | str = False,
+                model: str | None = None) -> str | None:  # fmt: skip
     """Why this device or backend cannot run this configuration, or ``None`` (checked before anything loads).
-    Its offload mode first: on the CPU every offloading configuration is skipped for that one reason."""
+    Its offload mode first: on the CPU every offloading configuration is skipped for that one reason.
+    ``model``: also whether its transformer can fuse QKV at all."""
     from . import offload
 
     if reason := offload.unsupported(backend, config, device, compile_mode):
+        return reason
+    if config.fuse_qkv and model is not None and (reason := fuse_unsupported(model)):
         return reason
     b = backend_module(backend)
     encoder_qtype = config.encoder_qtype if config.quantize_te else "none"

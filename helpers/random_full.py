@@ -16,7 +16,28 @@ from __future__ import annotations
 import torch
 
 from .components import build_on_meta, full_components, materialize
+from .measure import GB, available_bytes, tensor_bytes
 from .registry import model_spec, pipeline_class
+
+# What else the build and one call hold beside the weights, at least: the process (torch, diffusers: about
+# 1 GiB resident here) and the activations of a handful of tokens. A rule of thumb, not a prediction.
+HEADROOM_BYTES = 2 * GB
+
+
+def weight_bytes(model: str, dtype: str) -> int:
+    """The bytes of the full-size pipeline's tensors as ``build`` makes them (unquantized: quantizing comes
+    after the build, so the build holds them all at once)."""
+    return sum(tensor_bytes([build_on_meta(c, dtype)]) for c in full_components(model).values())
+
+
+def does_not_fit(model: str, dtype: str, device: str) -> str | None:
+    """Why ``build`` cannot hold this pipeline on ``device`` now, or ``None``."""
+    need, free = weight_bytes(model, dtype), available_bytes(device)
+    if need + HEADROOM_BYTES > free:
+        where = "GPU memory free" if device == "cuda" else "host memory available"
+        return (f"random-full {model} {dtype} needs {need / GB:.1f} GiB for its weights (plus "
+                f"{HEADROOM_BYTES / GB:.0f} GiB headroom) and this machine has {free / GB:.1f} GiB of {where}")
+    return None
 
 
 def build(model: str, dtype: str, device: str, seed: int = 0):

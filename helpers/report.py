@@ -178,6 +178,9 @@ def results_markdown(sections: list[list[Record]]) -> str:
             out += [
                 f"## {heading(model, bs, dtype, backend, gpu)}",
                 "",
+                f"Each latency is one call of {sub[0].steps} steps at {sub[0].width}×{sub[0].height}, guidance "
+                f"{sub[0].guidance_scale:g}.",
+                "",
                 *([f"*{note}*", ""] if (note := preset(rows[0].preset).NOTE) else []),
                 *([f"**{_md_cell(mixed_hardware(sub))}**", ""] if mixed_hardware(sub) else []),
                 f"![{section.replace('_', ' ')} Comparison](image_grids/{section}_comparison.png)",
@@ -332,6 +335,7 @@ _HTML_COLUMNS = {
     "Peak device used (GB, NVML)": lambda r: r.peak_device_used_gb,
     "Host peak (GB)": lambda r: r.host_peak_gb,
     "Latency (s)": lambda r: r.latency_s,
+    "Steps": lambda r: r.steps,
     "Latency min (s)": lambda r: r.latency_min_s,
     "Latency max (s)": lambda r: r.latency_max_s,
     "Compile (s)": lambda r: r.compile_s,

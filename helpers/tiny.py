@@ -9,8 +9,9 @@ pipeline with ``save_pretrained`` in safetensors. It loads like a hub checkpoint
     pipe = DiffusionPipeline.from_pretrained(path, dtype=torch.bfloat16)
 
 Nothing here is per model: tokenizers follow the text encoders' classes (T5 and
-UMT5 get the T5 tokenizer, CLIP the CLIP one, each at its encoder's vocabulary
-size), the scheduler and the pipeline class come from the model's spec.
+UMT5 get the T5 tokenizer, CLIP the CLIP one, Qwen2.5-VL and Qwen3 Qwen2's
+byte-level BPE, Mistral 3 Mistral's, each at its encoder's vocabulary size), the
+scheduler and the pipeline class come from the model's spec.
 
 Width rule (``check_width``): every ``in_features`` of every ``nn.Linear`` is a
 multiple of 16. optimum-quanto runs int8 weights with bf16 activations on the CPU
@@ -39,6 +40,8 @@ from .registry import MODELS, model_spec, pipeline_class
 
 WIDTH_MULTIPLE = 16
 T5_MAX_LENGTH = 512  # T5 tokenizer model_max_length (relative positions: any length works)
+QWEN_MAX_LENGTH = 131072  # Qwen2 tokenizer model_max_length (Qwen2.5-VL's and Qwen3's tokenizer_config.json)
+MISTRAL_MAX_LENGTH = 131072  # Mistral Small 3.x: 128 k tokens of context
 
 # Words the tokenizers know as whole tokens (everything else falls back to
 # characters / bytes).  Fixed and ordered so the tokenizers are reproducible.
@@ -92,9 +95,13 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def _learn_bpe_merges(words, max_merges: int) -> list[tuple[str, str]]:
-    """Deterministic tiny BPE learner (CLIP style: last symbol carries '</w>')."""
-    seqs = [list(w[:-1]) + [w[-1] + "</w>"] for w in words]
+def _learn_bpe_merges(words, max_merges: int, byte_level: bool = False) -> list[tuple[str, str]]:
+    """Deterministic tiny BPE learner. CLIP style (the last symbol carries '</w>'), or GPT-2's byte-level
+    style (``byte_level``: the space before a word is a symbol of its own, 'Ġ')."""
+    if byte_level:
+        seqs = [["\u0120"] + list(w) for w in words]
+    else:
+        seqs = [list(w[:-1]) + [w[-1] + "</w>"] for w in words]
     merges: list[tuple[str, str]] = []
     while len(merges) < max_merges:
         counts: dict[tuple[str, str], int] = {}
@@ -173,9 +180,74 @@ def _t5_tokenizer(vocab_size: int | None = None):
     return T5Tokenizer(vocab=uniq, extra_ids=0, model_max_length=T5_MAX_LENGTH)
 
 
+# Chat templates: what the pipelines' ``apply_chat_template`` calls need of the real ones (roles and turns; the
+# pipelines pass a plain string as content, or a list of {"type": "text", "text": ...} parts).
+_QWEN_CHAT = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")  # fmt: skip
+_MISTRAL_CHAT = ("{{ bos_token }}{% for m in messages %}"
+                 "{% set text = m.content if m.content is string else m.content | map(attribute='text') | join('') %}"
+                 "{% if m.role == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+                 "{% elif m.role == 'user' %}[INST]{{ text }}[/INST]{% else %}{{ text }}{{ eos_token }}{% endif %}"
+                 "{% endfor %}")  # fmt: skip
+
+
+def _byte_bpe_vocab(vocab_size: int | None, specials: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """GPT-2-style byte-level BPE: the 256 byte symbols, merges learned from WORDS, fillers up to
+    ``vocab_size`` (the real one, for random-full), then the special tokens (last, as in Qwen's and Mistral's)."""
+    merges = _learn_bpe_merges([w for w in WORDS if w.isascii()], max_merges=400, byte_level=True)
+    vocab_list = list(_bytes_to_unicode().values()) + [a + b for a, b in merges]
+    vocab_list = list(dict.fromkeys(vocab_list))
+    if vocab_size is not None:
+        vocab_list += [f"<|filler{i}|>" for i in range(vocab_size - len(specials) - len(vocab_list))]
+    vocab_list += specials
+    return {tok: i for i, tok in enumerate(vocab_list)}, merges
+
+
+def _qwen_tokenizer(vocab_size: int | None = None):
+    """Qwen2's tokenizer class (Qwen2.5-VL and Qwen3 use it), byte-level BPE, with its chat markers."""
+    from transformers import Qwen2Tokenizer
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab, merges = _byte_bpe_vocab(vocab_size, specials)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace",
+                         unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                         model_max_length=QWEN_MAX_LENGTH, chat_template=_QWEN_CHAT)  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    return tok
+
+
+def _mistral_tokenizer(vocab_size: int | None = None):
+    """Mistral's byte-level BPE tokenizer (Tekken) with its instruction markers, as a fast tokenizer.
+
+    A hub checkpoint with a Mistral 3 text encoder saves a ``PixtralProcessor``: this tokenizer, plus an image processor that
+    needs torchvision (not installed; it would have to match the project's CPU build of torch). For text
+    alone the processor hands its text to this tokenizer, so the tiny pipeline saves the tokenizer alone.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
+    vocab, merges = _byte_bpe_vocab(vocab_size, specials)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>", model_max_length=MISTRAL_MAX_LENGTH,
+                                  chat_template=_MISTRAL_CHAT)  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": specials[4:]})
+    return tok
+
+
 # --------------------------------------------------------------------------- pipelines
 _TOKENIZER_OF = {"T5EncoderModel": _t5_tokenizer, "UMT5EncoderModel": _t5_tokenizer,
-                 "CLIPTextModel": _clip_tokenizer, "CLIPTextModelWithProjection": _clip_tokenizer}  # fmt: skip
+                 "CLIPTextModel": _clip_tokenizer, "CLIPTextModelWithProjection": _clip_tokenizer,
+                 "Qwen2_5_VLForConditionalGeneration": _qwen_tokenizer, "Qwen3Model": _qwen_tokenizer,
+                 "Mistral3ForConditionalGeneration": _mistral_tokenizer}  # fmt: skip
+
+
+def _vocab_size(config: dict) -> int:
+    """A text encoder's vocabulary: its own, or its language model's (a vision-language model's text_config)."""
+    return config["vocab_size"] if "vocab_size" in config else config["text_config"]["vocab_size"]
 
 
 def tokenizers(components: dict[str, Component]) -> dict:
@@ -186,7 +258,7 @@ def tokenizers(components: dict[str, Component]) -> dict:
         if name.startswith("text_encoder"):
             if c.class_name not in _TOKENIZER_OF:
                 raise ValueError(f"no local tokenizer for {c.class_name}; valid choices: {', '.join(_TOKENIZER_OF)}")
-            out[name.replace("text_encoder", "tokenizer")] = _TOKENIZER_OF[c.class_name](c.config["vocab_size"])
+            out[name.replace("text_encoder", "tokenizer")] = _TOKENIZER_OF[c.class_name](_vocab_size(c.config))
     return out
 
 

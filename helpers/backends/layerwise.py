@@ -60,6 +60,8 @@ def preloaded(checkpoint, qtype, dtype, exclude) -> dict:
 def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv: bool) -> None:
     if qtype == "none":
         return
+    import re
+
     import torch
 
     compute = module.dtype  # the pipeline's dtype, which each layer computes in
@@ -78,7 +80,12 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
     keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
     # Embeddings stay in the compute dtype: pipelines take their dtype from an encoder's first parameter
     # (transformers' ``.dtype``), its token embedding, and would make fp8 latents of it.
-    apply_layerwise_casting(module, storage_dtype(qtype), compute, DEFAULT_SKIP_MODULES_PATTERN + tuple(exclude) + keep,
+    # The same goes for whatever holds its first floating parameter, which is what ``.dtype`` reads: a
+    # vision-language encoder's vision patch convolution (a Conv2d, which the hooks would cast), though a text
+    # prompt never runs it.
+    first = next(n for n, p in module.named_parameters() if p.is_floating_point()).rpartition(".")[0]
+    apply_layerwise_casting(module, storage_dtype(qtype), compute,
+                            DEFAULT_SKIP_MODULES_PATTERN + tuple(exclude) + keep + (f"^{re.escape(first)}$",),
                             skip_modules_classes=(torch.nn.Embedding,))  # fmt: skip
 
 

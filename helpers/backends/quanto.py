@@ -57,8 +57,25 @@ def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
     return None
 
 
+CONTIGUOUS_NOTE = ("quanto int8 on the CPU: a layer given a strided view (latents permuted into tokens, as some "
+                   "pipelines pack them) copies it to contiguous memory first, since torch's _weight_int8pack_mm, "
+                   "quanto's bf16 int8 kernel there, rejects it")  # fmt: skip
+
+
 def notes(qtype: str, device: str) -> list[str]:
-    return [FP8_NOTE] if qtype == "fp8" and device == "cuda" else []
+    if qtype == "fp8" and device == "cuda":
+        return [FP8_NOTE]
+    return [CONTIGUOUS_NOTE] if qtype == "int8" and device == "cpu" else []
+
+
+def _contiguous_input(module, args):
+    """quanto's CPU path for bf16 activations and int8 weights (``qbytes_mm_impl_cpu`` in
+    optimum/quanto/library/qbytes_mm.py) calls ``torch._weight_int8pack_mm``, which raises "A must be
+    contiguous on the last dimension" for a strided view; quanto's other paths and CUDA take any layout."""
+    x = args[0]
+    if x.device.type == "cpu" and x.dtype.is_floating_point and x.stride(-1) != 1:
+        return (x.contiguous(), *args[1:])
+    return None
 
 
 def files(checkpoint, qtype, dtype, exclude) -> None:
@@ -100,6 +117,12 @@ def after_load(module, qtype: str, exclude: list[str], transformer: bool, fuse_q
     with plain_fp8(qtype):  # freeze builds the weight tensors: quanto picks their class there
         quantize(module, weights=weights, exclude=exclude or None)
         freeze(module)
+    if qtype == "int8":
+        from optimum.quanto.nn import QLinear
+
+        for sub in module.modules():
+            if isinstance(sub, QLinear):
+                sub.register_forward_pre_hook(_contiguous_input)
 
 
 on_meta = after_load  # quanto quantizes meta tensors the same way

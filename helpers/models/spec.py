@@ -41,6 +41,15 @@ class ModelSpec:
     # The most text tokens (``max_sequence_length``) the pipeline accepts, the same for every preset (the
     # pipeline class checks it, not the checkpoint); None: no limit (each module says why).
     max_text_tokens: int | None = None
+    # The call argument the guidance value goes to: "guidance_scale" (CFG, or a guidance-distilled model's
+    # embedded guidance), or another the pipeline names (Qwen-Image's true CFG is "true_cfg_scale").
+    guidance_argument: str = "guidance_scale"
+    # Sizes as their publishers state them: (component, submodule counted ("" for all of it), billions as
+    # published, how far off the publisher's rounding allows (billions: 0.5 for "20 B", 0 for an exact count),
+    # where it is stated). What is counted is what a checkpoint stores: parameters and persistent buffers (a
+    # position table), a shared tensor once. tests/test_models.py checks each full-size component against it,
+    # and the README's model table (``python -m helpers models --write``) shows both.
+    published_sizes: tuple[tuple[str, str, float, float, str], ...] = ()
 
 
 # ---------------------------------------------------------------- full-size components several models share
@@ -91,10 +100,11 @@ def tiny_clip(cls: str, hidden_size: int, intermediate_size: int, projection_dim
     ))  # fmt: skip
 
 
-def tiny_vae(**kwargs) -> ComponentSpec:
+def tiny_vae(cls: str = "AutoencoderKL", **kwargs) -> ComponentSpec:
     """Narrow at full resolution (16) like the real ones (128): fp16 conv2d on the CPU has no fast kernel.
-    Only the mid-block attention (last width, 32) is a Linear."""
-    return ("diffusers", "AutoencoderKL", dict(
+    Only the mid-block attention (last width, 32) is a Linear. ``cls``: AutoencoderKL or a subclass of its
+    layout (AutoencoderKLFlux2)."""
+    return ("diffusers", cls, dict(
         in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
         up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 16, 32, 32], layers_per_block=1,
         norm_num_groups=16, sample_size=64, **kwargs,
