@@ -61,4 +61,8 @@ SPEC = ModelSpec(
     # tokens, UMT5's relative position buckets take any length and the transformer has no text position table
     # (its text tokens only pass a Linear). The tiny pipeline ran 513, 600 and 2048 tokens; default 256.
     max_text_tokens=None,
+    published_sizes=(
+        ("transformer", "", 6.8, 0.05, "AuraFlow v0.1 announcement (fal, July 2024): 6.8 B parameters"),
+        ("vae", "", 0.0837, 0.0005, "SDXL report (arXiv:2307.01952): the autoencoder, 83.7 M"),
+    ),
 )

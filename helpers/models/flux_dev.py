@@ -48,4 +48,10 @@ SPEC = ModelSpec(
     # diffusers 0.42.1 pipelines/flux/pipeline_flux.py:504-505, FluxPipeline.check_inputs: "`max_sequence_length`
     # cannot be greater than 512" (a ValueError at the first call).
     max_text_tokens=512,
+    published_sizes=(
+        ("transformer", "", 12, 0.5, "FLUX.1 [dev] model card: a 12 billion parameter rectified flow transformer"),
+        ("text_encoder", "", 0.123, 0.0012, "CLIP paper: the ViT-L/14 text tower, 123 M (0.6 M more with a projection)"),
+        ("text_encoder_2", "", 4.7, 0.1, "SD3 paper (arXiv:2403.03206): the T5-XXL encoder, 4.7 B (truncated: 4.76 B)"),
+        ("vae", "", 0.0837, 0.0005, "SDXL report (arXiv:2307.01952): the autoencoder, 83.7 M"),
+    ),
 )

@@ -54,4 +54,9 @@ SPEC = ModelSpec(
     # take any length and the transformer has no text position table. The tiny pipeline ran 513, 600 and 2048
     # tokens; the model was trained at 300 (the pipeline's default), so more only costs memory and time.
     max_text_tokens=None,
+    published_sizes=(
+        ("transformer", "", 0.6, 0.05, "PixArt-Sigma paper (arXiv:2403.04692): 0.6 B parameters"),
+        ("text_encoder", "", 4.7, 0.1, "SD3 paper (arXiv:2403.03206): the T5-XXL encoder, 4.7 B (truncated: 4.76 B)"),
+        ("vae", "", 0.0837, 0.0005, "SDXL report (arXiv:2307.01952): the autoencoder, 83.7 M"),
+    ),
 )

@@ -56,4 +56,11 @@ SPEC = ModelSpec(
     # diffusers 0.42.1 pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py:630-631,
     # StableDiffusion3Pipeline.check_inputs: "`max_sequence_length` cannot be greater than 512".
     max_text_tokens=512,
+    published_sizes=(
+        ("transformer", "", 2, 0.5, "Stable Diffusion 3 Medium model card: a 2 billion parameter MMDiT"),
+        ("text_encoder", "", 0.123, 0.0012, "CLIP paper: the ViT-L/14 text tower, 123 M (0.6 M more with a projection)"),
+        ("text_encoder_2", "", 0.695, 0.0005, "OpenCLIP model table: ViT-bigG-14 text tower, 694.7 M"),
+        ("text_encoder_3", "", 4.7, 0.1, "SD3 paper (arXiv:2403.03206): the T5-XXL encoder, 4.7 B (truncated: 4.76 B)"),
+        ("vae", "", 0.0837, 0.0005, "SDXL report (arXiv:2307.01952): the autoencoder, 83.7 M"),
+    ),
 )
