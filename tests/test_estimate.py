@@ -6,11 +6,11 @@ import pytest
 
 from helpers.cells import Cell, cell_of
 from helpers import params as P
-from helpers.components import components_from_folder, full_components
+from helpers.components import components_from_folder
 from helpers.estimate import estimate, predict
 from helpers.measure import GB, pipeline_modules, tensor_bytes
 from helpers.pipelines import load_pipeline
-from helpers.quant import apply_cell
+from helpers.quant import apply_cell, fuse_unsupported
 from helpers.registry import MODELS
 
 
@@ -22,6 +22,15 @@ QUANTO_DTYPES = [pytest.param(m, ("bf16", "fp16")[i % 2], marks=[pytest.mark.slo
                  for i, m in enumerate(MODELS)]  # fmt: skip
 TORCHAO_DTYPES = [pytest.param(m, ("fp16", "bf16")[i % 2], marks=[pytest.mark.slow] if i else [])
                   for i, m in enumerate(MODELS)]  # fmt: skip
+
+
+def _predicted(model: str, rows: list[dict]) -> list[dict]:
+    """The rows the estimate predicts; the others are configurations the grid refuses before loading (a
+    transformer that cannot fuse QKV), which the estimate says it does not predict, with the same reason."""
+    for row in rows:
+        if row["memory_bytes"] is None:
+            assert row["fuse_qkv"] and fuse_unsupported(model) in row["note"], row
+    return [row for row in rows if row["memory_bytes"] is not None]
 
 
 @pytest.mark.parametrize("model, dtype", QUANTO_DTYPES)
@@ -37,7 +46,7 @@ def test_tiny_prediction_equals_a_real_load_to_the_byte(tiny_paths, model, dtype
     rows = estimate(model, dtype, params, components_from_folder(tiny_paths[model]))
     assert len(rows) == 16
     loaded = load_pipeline(tiny_paths[model], dtype, "cpu")
-    for row in rows:
+    for row in _predicted(model, rows):
         pipe = copy.deepcopy(loaded)
         apply_cell(pipe, model, cell_of(row), [])
         modules = pipeline_modules(pipe)
@@ -53,48 +62,6 @@ def test_exclude_is_part_of_the_prediction(tiny_paths):
     pipe = load_pipeline(tiny_paths["pixart"], "bf16", "cpu")
     apply_cell(pipe, "pixart", Cell("int8", False, False, 1), ["proj_out"])
     assert kept["memory_bytes"] == tensor_bytes(pipeline_modules(pipe).values()) > plain["memory_bytes"]
-
-
-# Published sizes, at the precision their sources give them (tolerance: that rounding).
-PUBLISHED = {
-    # PixArt-Sigma paper (arXiv:2403.04692): "0.6B parameters".
-    ("pixart", "transformer"): (0.6e9, 0.05),
-    # FLUX.1 [dev] model card: "a 12 billion parameter rectified flow transformer".
-    ("flux-dev", "transformer"): (12e9, 0.05),
-    # Stable Diffusion 3 Medium model card: "2 billion parameter" MMDiT.
-    ("sd3", "transformer"): (2e9, 0.05),
-    # SD3 paper (arXiv:2403.03206), text encoders: T5-XXL encoder 4.7B, CLIP-L 123M (CLIP text tower of
-    # ViT-L/14, CLIP paper table), OpenCLIP bigG 695M (OpenCLIP model table: ViT-bigG-14 text 694.7M).
-    ("flux-dev", "text_encoder_2"): (4.7e9, 0.02),
-    ("sd3", "text_encoder_3"): (4.7e9, 0.02),
-    ("pixart", "text_encoder"): (4.7e9, 0.02),
-    ("flux-dev", "text_encoder"): (123e6, 0.01),
-    ("sd3", "text_encoder"): (123e6, 0.01),
-    ("sd3", "text_encoder_2"): (695e6, 0.01),
-    # SDXL / SD3 / FLUX VAEs: 84M (SDXL report, arXiv:2307.01952: "83.7M" for the autoencoder).
-    ("pixart", "vae"): (83.7e6, 0.01),
-    ("flux-dev", "vae"): (83.7e6, 0.01),
-    ("sd3", "vae"): (83.7e6, 0.01),
-    # AuraFlow v0.1 announcement (fal, July 2024): "6.8B parameters"; its VAE is SDXL's.
-    ("auraflow", "transformer"): (6.8e9, 0.05),
-    ("auraflow", "vae"): (83.7e6, 0.01),
-}
-# No published count of the encoder half alone: Pile-T5-XL's model card gives the whole encoder-decoder.
-UNPUBLISHED = {("auraflow", "text_encoder")}
-
-
-def test_full_size_parameter_counts_match_the_published_sizes(tmp_path, monkeypatch):
-    monkeypatch.setenv("DQB_CACHE", str(tmp_path))
-    counts = {}
-    for model in MODELS:
-        params = P.validate({"model": model, "qtypes": ["none"], "quantize_te": [False], "fuse_qkv": [False]})
-        (row,) = estimate(model, "bf16", params, full_components(model))
-        counts.update({(model, n): c for n, c in row["parameters"].items()})
-        # bf16: two bytes a parameter, nothing kept in float32, one non-persistent float32 buffer at most
-        assert row["memory_bytes"] >= 2 * sum(row["parameters"].values())
-    assert set(counts) == set(PUBLISHED) | UNPUBLISHED
-    for key, (published, rel) in PUBLISHED.items():
-        assert counts[key] == pytest.approx(published, rel=rel), key
 
 
 def test_auraflow_transformer_is_what_diffusers_conversion_script_builds():
@@ -160,7 +127,7 @@ def test_tiny_torchao_prediction_equals_a_real_load_to_the_byte(tiny_paths, mode
     params = P.validate({"model": model, "backend": "torchao", "qtypes": ["none", "int8wo", "int8dq", "fp8wo"]})
     rows = estimate(model, dtype, params, components_from_folder(tiny_paths[model]))
     assert len(rows) == 16
-    for row in rows:
+    for row in _predicted(model, rows):
         config = load_config(model, "torchao", cell_of(row), [], dtype)
         pipe = load_pipeline(tiny_paths[model], dtype, "cpu", quantization_config=config)
         apply_cell(pipe, model, cell_of(row), [], "torchao")

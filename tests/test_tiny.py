@@ -44,7 +44,7 @@ def test_load_bf16_and_generate(built, model):
     kwargs = dict(model_spec(model).tiny_call)
     kwargs.update(kwargs.pop("extra_call_kwargs", {}))
     assert kwargs["num_inference_steps"] == 2
-    out = pipe("a photo of a cat", generator=torch.Generator().manual_seed(0), output_type="pil", **kwargs)
+    out = pipe(prompt="a photo of a cat", generator=torch.Generator().manual_seed(0), output_type="pil", **kwargs)
     image = out.images[0]
     assert image.size == (kwargs["width"], kwargs["height"])
 
