@@ -246,8 +246,12 @@ def run_batch(
     with _shared_cluster(on_ray):
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=len(runs) if on_ray else jobs) as pool:
-            failed = [name for name in pool.map(lambda run: _execute(run, notebooks_dir, executed, steps), runs) if name]
+        kernels = _Kernels(notebooks_dir)
+        try:
+            with ThreadPoolExecutor(max_workers=len(runs) if on_ray else jobs) as pool:
+                failed = [name for name in pool.map(lambda run: _execute(run, kernels, executed, steps), runs) if name]
+        finally:
+            kernels.shutdown()
     notebooks_s = time.perf_counter() - start - estimate_s
     paths, documents_s = timed(lambda: build_documents(runs, out_dir))
     for path in paths:
@@ -304,7 +308,47 @@ def _shared_cluster(runs: list[Run]):
         ray.shutdown()
 
 
-def _execute(run: Run, notebooks_dir, executed: Path, steps: dict) -> str | None:
+class _Kernels:
+    """One kernel per worker thread and backend, which that thread's next notebooks of the backend reuse: each
+    notebook after the first skips the kernel's start and its imports of torch, diffusers and transformers
+    (about 10 s of the 12 s a tiny notebook took, docs/performance.md). Each kernel starts in the notebooks'
+    folder, as in JupyterLab (not papermill's ``cwd=``: a chdir of this whole process, which notebooks run side
+    by side would undo for each other), with ``backends.ONLY`` naming its backend: the other backends'
+    libraries stay out of it. A kernel whose notebook failed is not reused."""
+
+    def __init__(self, cwd: Path):
+        import threading
+
+        self.cwd, self.local, self.started, self.lock = str(cwd), threading.local(), [], threading.Lock()
+
+    def get(self, backend: str):
+        import os
+
+        from jupyter_client.manager import KernelManager
+
+        from .backends import ONLY
+
+        mine = self.local.__dict__.setdefault("by_backend", {})
+        if backend not in mine or not mine[backend].is_alive():
+            km = KernelManager(kernel_name="python3")
+            km.start_kernel(cwd=self.cwd, env={**os.environ, ONLY: backend})
+            mine[backend] = km
+            with self.lock:
+                self.started.append(km)
+        return mine[backend]
+
+    def drop(self, backend: str) -> None:
+        km = self.local.__dict__.get("by_backend", {}).pop(backend, None)
+        if km is not None and km.has_kernel:
+            km.shutdown_kernel(now=True)
+
+    def shutdown(self) -> None:
+        for km in self.started:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+
+
+def _execute(run: Run, kernels: _Kernels, executed: Path, steps: dict) -> str | None:
     """papermill, then nbconvert, for one run; returns its name if it failed. ``steps[run.name]``: seconds
     by step, from papermill's own cell timings (kernel start, helpers import, grid, the rest) and nbconvert."""
     import papermill as pm
@@ -316,17 +360,17 @@ def _execute(run: Run, notebooks_dir, executed: Path, steps: dict) -> str | None
     failed = None
     try:
         pm.execute_notebook(
-            str(Path(notebooks_dir) / f"{run.model}.ipynb"),
+            str(Path(kernels.cwd) / f"{run.model}.ipynb"),
             str(target),
             parameters=run.injected,
-            # the kernel starts in the notebook's folder, as in JupyterLab; not papermill's cwd=, a chdir of
-            # this whole process that notebooks run side by side would undo for each other
-            resources={"metadata": {"path": str(notebooks_dir)}},
+            resources={"metadata": {"path": kernels.cwd}},
             kernel_name="python3",
             progress_bar=False,
+            km=kernels.get(run.params["backend"]),
         )
     except Exception as e:  # noqa: BLE001 - one failing notebook does not stop the others
         failed = run.name
+        kernels.drop(run.params["backend"])
         print(f"[batch] {run.name}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}", flush=True)
     if target.is_file():
         steps[run.name] = _cell_times(target)

@@ -22,7 +22,8 @@ _STEPS = [
                  "(each configuration is loaded, quantized and measured on its own), then the two published tables, "
                  "the image grid and an explorer."),
     ("code", "import helpers.estimate, helpers.explore, helpers.figures, helpers.fit, helpers.grid, helpers.params, "
-             "helpers.report\n\nparams = helpers.params.from_namespace(globals())"),
+             "helpers.pipelines, helpers.report\n\nparams = helpers.params.from_namespace(globals())\n"
+             "helpers.pipelines.import_libraries(params[\"model\"])"),
     ("code", "rows = helpers.grid.run_grid(params)"),
     ("markdown", "## Memory and latency\n\nMeasured here; the last column is *predicted* for the full-size checkpoint "
                  "from its architecture (no weights loaded)."),

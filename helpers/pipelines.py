@@ -87,6 +87,19 @@ def guidance_of(model: str, call: Mapping) -> float:
     return call[model_spec(model).guidance_argument]
 
 
+def import_libraries(model: str) -> None:
+    """Import the model's pipeline and component classes (diffusers, transformers and what they pull in), so a
+    notebook pays that in its import cell, not in its first configuration's ``load_s``."""
+    import diffusers
+    import transformers
+
+    from .registry import pipeline_class
+
+    pipeline_class(model)
+    for library, cls, _ in model_spec(model).tiny.values():
+        getattr(diffusers if library == "diffusers" else transformers, cls)
+
+
 def load_pipeline(checkpoint: str, dtype: str, device: str, quantization_config=None, components: dict | None = None,
                   offload: bool = False):  # fmt: skip
     """Load through the same call a hub checkpoint uses, onto the device it runs on; safetensors only, never

@@ -43,7 +43,24 @@ Optional:
 carry no backend suffix (``pixart_bf16``, ``params/pixart.yaml``); every other backend's do.
 """
 
+import os
+import sys
+
 from . import bnb, gguf, layerwise, quanto, torchao
 
 BACKENDS = {b.NAME: b for b in (quanto, torchao, bnb, gguf, layerwise)}
 PUBLISHED = quanto.NAME
+
+# The libraries each backend imports. diffusers' quantizer registry (diffusers/quantizers/auto.py) imports
+# every one that importlib.util.find_spec finds, whichever backend runs, and bitsandbytes pulls in torch's
+# inductor: about 1.4 s of a kernel's start (docs/performance.md).
+LIBRARIES = {"quanto": ("optimum.quanto",), "torchao": ("torchao",), "bnb": ("bitsandbytes",), "gguf": ("gguf",),
+             "layerwise": ()}  # fmt: skip
+# A process started with this variable naming a backend (the batch's notebook kernels) runs that backend
+# alone: the other backends' libraries are made unimportable (sys.modules[name] = None, which find_spec reads
+# as not installed), before diffusers looks. A kernel a person starts has no such variable and imports all.
+ONLY = "DQB_ONLY_BACKEND"
+if (_only := os.environ.get(ONLY)) in LIBRARIES and "diffusers" not in sys.modules:
+    for _other, _modules in LIBRARIES.items():
+        for _module in _modules if _other != _only else ():
+            sys.modules.setdefault(_module, None)
