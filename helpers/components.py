@@ -50,15 +50,22 @@ def tiny_components(model: str) -> dict[str, Component]:
 
 
 def instantiate(component: Component):
-    """The module of a component, initialised by its class (under the caller's device context and seed)."""
+    """The module of a component, initialised by its class (under the caller's device context and seed).
+
+    The class gets a deep copy of the numbers: a config class may write into the dicts it is given
+    (transformers' Qwen2.5-VL config adds ``rope_theta`` to its ``rope_scaling``), and the model module's own
+    numbers, which name the tiny pipeline (``pipelines.ensure_tiny``), must not change with use."""
+    import copy
+
     import diffusers
     import transformers
 
+    numbers = copy.deepcopy(component.config)
     if component.library == "diffusers":
         cls = getattr(diffusers, component.class_name)
-        return cls.from_config({k: v for k, v in component.config.items() if not k.startswith("_")})
+        return cls.from_config({k: v for k, v in numbers.items() if not k.startswith("_")})
     cls = getattr(transformers, component.class_name)
-    config = cls.config_class.from_dict({k: v for k, v in component.config.items() if k not in ("torch_dtype", "dtype")})
+    config = cls.config_class.from_dict({k: v for k, v in numbers.items() if k not in ("torch_dtype", "dtype")})
     return cls(config)
 
 

@@ -53,3 +53,20 @@ def test_a_model_is_named_only_in_its_module_params_notebook_and_the_readme():
             continue
         found += [(f, key, n) for key, ns in names.items() for n in ns if n in text]
     assert not found
+
+
+def test_building_a_component_leaves_the_model_modules_numbers_as_they_were():
+    """They name the tiny pipeline (its cache key) and the records' checkpoint: a config class that writes into
+    the dicts it is given (transformers' Qwen2.5-VL adds rope_theta to rope_scaling) must get a copy."""
+    import json
+
+    import torch
+
+    from helpers.components import instantiate, tiny_components
+
+    for spec in SPECS.values():
+        before = json.dumps(spec.tiny, sort_keys=True, default=str)
+        with torch.device("meta"):
+            for component in tiny_components(spec.key).values():
+                instantiate(component)
+        assert json.dumps(spec.tiny, sort_keys=True, default=str) == before, spec.key
