@@ -22,16 +22,17 @@ fused there as usual and ``apply`` installs the mode's hooks, the last step befo
 bitsandbytes' quantizer loads its components onto the GPU whatever the pipeline asks (``update_device_map``
 in diffusers/quantizers/bitsandbytes/bnb_quantizer.py); each mode moves them to the CPU itself.
 
-On the CPU an offloading configuration is recorded ``skipped`` (``NEEDS_ACCELERATOR``); a combination a
+On the CPU an offloading configuration is recorded ``n/a`` (``NEEDS_ACCELERATOR``); a combination a
 library cannot run is refused before anything loads, with its reason (``unsupported``).
 """
 
 from __future__ import annotations
 
+from .backends.gates import Requirement
 from .cells import Cell
 from .registry import OFFLOAD_MODES
 
-NEEDS_ACCELERATOR = "offloading needs an accelerator"
+NEEDS_ACCELERATOR = Requirement("offloading needs an accelerator (CUDA here)")
 
 # group-block's groups: one block each. Without a stream every copy is synchronous and each call moves
 # every block's bytes once whatever the group size, so a larger group only changes how many copies there

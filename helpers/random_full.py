@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .backends.gates import Requirement
 from .components import build_on_meta, full_components, materialize
 from .measure import GB, available_bytes, tensor_bytes
 from .registry import model_spec, pipeline_class
@@ -30,13 +31,14 @@ def weight_bytes(model: str, dtype: str) -> int:
     return sum(tensor_bytes([build_on_meta(c, dtype)]) for c in full_components(model).values())
 
 
-def does_not_fit(model: str, dtype: str, device: str) -> str | None:
-    """Why ``build`` cannot hold this pipeline on ``device`` now, or ``None``."""
+def does_not_fit(model: str, dtype: str, device: str) -> Requirement | None:
+    """Why ``build`` cannot hold this pipeline on ``device`` now (a requirement of the device: ``n/a``), or
+    ``None``."""
     need, free = weight_bytes(model, dtype), available_bytes(device)
     if need + HEADROOM_BYTES > free:
         where = "GPU memory free" if device == "cuda" else "host memory available"
-        return (f"random-full {model} {dtype} needs {need / GB:.1f} GiB for its weights (plus "
-                f"{HEADROOM_BYTES / GB:.0f} GiB headroom) and this machine has {free / GB:.1f} GiB of {where}")
+        return Requirement(f"random-full {model} {dtype} needs {need / GB:.1f} GiB for its weights (plus "
+                           f"{HEADROOM_BYTES / GB:.0f} GiB headroom) and this machine has {free / GB:.1f} GiB of {where}")
     return None
 
 

@@ -20,11 +20,16 @@ from pathlib import Path
 from .backends import PUBLISHED
 from .parameters import PARAMETERS
 
-STATUSES = ("ok", "error", "skipped")
+# ok: measured; error: it failed; skipped: a library refused it, or the combination cannot run; n/a: this
+# device cannot run it by design (a compute capability, CUDA, an accelerator: backends/gates.py). Records
+# written before n/a existed keep their status.
+STATUSES = ("ok", "error", "skipped", "n/a")
+# What a grid does not run again: it has its answer.
+FINISHED = ("ok", "skipped", "n/a")
 
 # Identity fields a key leaves out at their default value: the configurations and records that existed before
 # the field have the key (and the output file names) they had then. A record without the field loads at it.
-KEY_DEFAULTS = {"offload": "none"}
+KEY_DEFAULTS = {"offload": "none", "gguf_file": None}
 # The hardware half of the identity: on CUDA the GPU model and its compute capability, None on the CPU (so a
 # record written before these fields existed keeps its identity). A figure never meets another GPU's.
 HARDWARE_FIELDS = ("gpu", "compute_capability")
@@ -67,6 +72,7 @@ class Record:
     te_qtype: str | None = None  # the text encoders' qtype; None: qtype's (or no encoder quantized)
     threads: int | None = None  # the threads parameter: CPU threads torch was given; None: its default
     offload: str = "none"  # registry.OFFLOAD_MODES: where the weights waited between uses (none: on the device)
+    gguf_file: str | None = None  # a prequantized GGUF file the transformer loaded from; None: the project's own
     gpu: str | None = None  # CUDA: the GPU model (torch.cuda.get_device_name); None on the CPU
     compute_capability: str | None = None  # CUDA: "9.0" for an H100; None on the CPU
     # outcome

@@ -64,6 +64,24 @@ def _config_table(rows: list[Record], metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+# The configurations a section did not measure, in two tables: what this device cannot run by design (n/a),
+# and what a library refused or what failed (skipped, error).
+NOT_RUN = (("Not applicable on this device (n/a)", ("n/a",)), ("Refused or failed", ("skipped", "error")))
+
+
+def not_run_table(rows: list[Record], statuses: tuple[str, ...]) -> pd.DataFrame:
+    """The rows with one of ``statuses``, in grid order: configuration, offload mode, status and reason."""
+    kept = [r for r in rows if r.status in statuses]
+    return pd.DataFrame({
+        "Quantization": [labels(r)[0] for r in kept],
+        "Quantize TE": [labels(r)[1] for r in kept],
+        "Fuse QKV": [labels(r)[2] for r in kept],
+        "Offload": [r.offload for r in kept],
+        "Status": [r.status for r in kept],
+        "Reason": [r.error or "" for r in kept],
+    })  # fmt: skip
+
+
 def table(rows: list[Record]) -> pd.DataFrame:
     """The published table: memory and latency of the ``ok`` rows, in grid order."""
     return _config_table(rows, {"Memory (GB)": lambda r: r.memory_gb, "Latency (s)": lambda r: r.latency_s})
@@ -201,6 +219,8 @@ def results_markdown(sections: list[list[Record]]) -> str:
                 "",
                 f"Recommended (no other configuration uses less memory and less time): {recommended_text(sub)}",
                 "",
+                *[line for title, statuses in NOT_RUN if (missing := not_run_table(sub, statuses)).shape[0]
+                  for line in (f"### {title}", "", markdown_table(missing), "")],
                 *[line for r in sub if suspect(r) for line in
                   (f"**{_md_cell(labels(r)[0])}, TE {labels(r)[1]}, fuse {labels(r)[2]}**: {_md_cell(suspect(r))}.", "")],
             ]
@@ -229,6 +249,7 @@ td.na{color:#888;cursor:help}
 table.summary th,table.fits th{cursor:auto}
 tr.failed td{background:#fde8e8}
 tr.skipped td{background:#fff6da}
+tr.not-applicable td{background:#eef2f7;color:#445}
 tr.suspect td{background:#fde8e8;font-style:italic}
 .env{font-size:.8rem;color:#555}
 code{overflow-wrap:anywhere}
@@ -376,7 +397,7 @@ def _html_cell(column: str, value, why: str | None = None) -> str:
 
 def _html_row(r: Record, columns: dict) -> str:
     """A failed or skipped configuration's figures stay blank: its Reason says why."""
-    css = {"error": "failed", "skipped": "skipped"}.get(r.status, "suspect" if suspect(r) else "")
+    css = {"error": "failed", "skipped": "skipped", "n/a": "not-applicable"}.get(r.status, "suspect" if suspect(r) else "")
     cells = []
     for name, get in columns.items():
         value = get(r)
@@ -394,20 +415,41 @@ def _table(columns: dict, rows: list[Record], css: str) -> str:
 
 
 def _html_table(rows: list[Record], predicted: dict | None) -> str:
-    order = sorted(rows, key=lambda r: (r.status != "ok", r.memory_gb if r.memory_gb is not None else 0))
+    """The measured configurations (ok), sortable; then, each in a table apart, what this device cannot run
+    (n/a) and what a library refused or what failed (skipped, error), with the reason."""
+    measured = sorted([r for r in rows if r.status == "ok"], key=lambda r: r.memory_gb if r.memory_gb is not None else 0)
     columns = {}
     for name, get in html_columns(rows).items():
         columns[name] = get
         if name == "Memory (GB)" and predicted is not None:
             columns[PREDICTED] = lambda r: _predicted(r, predicted)
-    return _table(columns, order, "sortable")
+    parts = [_table(columns, measured, "sortable")] if measured else []
+    shown = {**{n: _HTML_COLUMNS[n] for n in ("Quantization", "Quantize TE", "Fuse QKV")},
+             "Offload": lambda r: r.offload, "Status": lambda r: r.status, "Reason": lambda r: r.error or ""}  # fmt: skip
+    for title, statuses in NOT_RUN:
+        missing = [r for r in rows if r.status in statuses]
+        if missing:
+            parts += [f"<h4>{html.escape(title)}: {len(missing)}</h4>", _table(shown, missing, "not-run")]
+    return "".join(parts)
+
+
+def status_counts(rows: list[Record]) -> str:
+    """``16 configurations: 10 ok, 2 n/a on this device, 3 skipped, 1 failed`` (the statuses present)."""
+    words = {"ok": "ok", "n/a": "n/a on this device", "skipped": "skipped", "error": "failed"}
+    counts = [f"{n} {words[s]}" for s in words if (n := sum(r.status == s for r in rows))]
+    return f"{len(rows)} configurations: {', '.join(counts)}"
 
 
 BASELINE = "NONE (Quantize TE No, Fuse QKV No)"
 
 
 def _summary(sub: list[Record], predicted: dict | None) -> str:
-    """The recommended configurations, their fidelity and what each saves against the BASELINE."""
+    """How many configurations ran (each status apart), then the recommended ones, their fidelity and what
+    each saves against the BASELINE."""
+    return f"<p>{html.escape(status_counts(sub))}.</p>" + _recommended_summary(sub, predicted)
+
+
+def _recommended_summary(sub: list[Record], predicted: dict | None) -> str:
     best = recommended(sub)
     suspects = [r for r in sub if suspect(r)]
     warning = (f'<p class="mixed"><b>Suspect, never recommended</b> (its images are far from its reference\'s: '
@@ -416,7 +458,9 @@ def _summary(sub: list[Record], predicted: dict | None) -> str:
     if not best:
         failed = sum(r.status == "error" for r in sub)
         skipped = sum(r.status == "skipped" for r in sub)
-        return warning + f"<p>Nothing to recommend: {failed} failed, {skipped} skipped, {len(suspects)} suspect.</p>"
+        na = sum(r.status == "n/a" for r in sub)
+        return warning + (f"<p>Nothing to recommend: {failed} failed, {skipped} skipped, {na} n/a on this device, "
+                          f"{len(suspects)} suspect.</p>")
     shown = ("Quantization", "Quantize TE", "Fuse QKV", "PSNR to NONE (dB)", "SSIM to NONE", "Memory (GB)")
     columns = {name: _HTML_COLUMNS[name] for name in shown}
     base = next((r for r in sub if cell_of(r) == Cell("none", False, False, r.batch_size)), None)

@@ -33,6 +33,8 @@ on a real run. bitsandbytes' CPU kernels (bitsandbytes/backends/default/ops.py) 
 dtypes as CUDA's; tests/test_bnb_estimate.py checks the meta layers against them, byte for byte.
 """
 
+from .gates import Requirement
+
 NAME = "bnb"
 PACKAGE = "bitsandbytes"
 QTYPES = ("none", "nf4", "int8")
@@ -40,6 +42,11 @@ QTYPES = ("none", "nf4", "int8")
 # (no double quantization here); LLM.int8 a scale per row.
 BITS = {"none": 16, "nf4": 4.5, "int8": 8}
 PREDICTED = True  # on_meta: checked against bitsandbytes' CPU kernels (tests/test_bnb_estimate.py)
+# Where each runs here, and what multiplies (bitsandbytes/autograd/_functions.py, backends/cuda/ops.py).
+RUNS_ON = {"none": "CPU, CUDA", "nf4": "CUDA", "int8": "CUDA"}
+KERNEL = {"none": "matmul in the dtype",
+          "nf4": "a fused 4-bit kernel for a few tokens; beyond them dequantize, then matmul",
+          "int8": "LLM.int8: int8 matmul (cuBLASLt), outlier columns in 16 bits"}  # fmt: skip
 QUANTIZES = "load"  # when weights become quantized, for the estimate's loading trace: quantizes each weight as it loads: the unquantized weight passes through the device first
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 FUSE_REASON = ("the bnb backend cannot fuse QKV: diffusers' fuse_qkv_projections makes a plain Linear in its "
@@ -53,7 +60,7 @@ def excludes(pattern: str, name: str) -> bool:
 
 def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
     if qtype != "none" and device != "cuda":
-        return f"bitsandbytes nf4/int8 layers run on CUDA only in this project (device: {device})"
+        return Requirement(f"bitsandbytes nf4/int8 layers need CUDA in this project (device: {device})")
     if qtype != "none" and fuse_qkv:
         return FUSE_REASON
     return None

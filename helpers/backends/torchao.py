@@ -16,15 +16,54 @@ whose packing torch has no CPU kernel for; on the CPU, torchao's
 ``_weight_int4pack_mm_for_cpu``). Both use groups of 128 inputs (a Linear whose
 input width is not a multiple is left alone, torchao's rule); records say which
 in ``notes``.
+
+``fp8dqrow`` is float8 dynamic activations and weights with a scale per row (``PerRow``), the diffusers-torchao
+benchmark's fastest FLUX configuration. ``mxfp8``, ``mxfp4`` and ``nvfp4`` are Blackwell's microscaling formats
+(torchao's prototype ``mx_formats``): float8 or float4 values in blocks of 32 (MX, an e8m0 scale each) or 16
+(NVFP4, a float8 scale each, and one float32 scale per tensor), activations quantized the same way. The compute
+capability each needs is torchao's own: float8 dynamic quantization asserts 8.9 (torchao/float8/inference.py,
+``_check_hardware_support``: "requires CUDA compute capability >=8.9"), NVFP4's dynamic mode asserts 10.0
+(prototype/mx_formats/inference_workflow.py: "NVFP4 DYNAMIC mode is only supported on sm100+ machines"), and
+MX's config says "NVIDIA SM100+ hardware (Blackwell or newer) is required for execution" (same file,
+``MXDynamicActivationMXWeightConfig``: its matmul is ``torch._scaled_mm`` with block scales). Below that a
+configuration is ``n/a``. The estimate still builds their weights on the meta device, the capability checks
+passed over there (``_on_any_device``): the bytes do not depend on the device that checks.
 """
+
+import contextlib
+
+from .gates import needs_capability
 
 NAME = "torchao"
 PACKAGE = "torchao"
-QTYPES = ("none", "int8wo", "int8dq", "fp8wo", "fp8dq", "int4wo")
+QTYPES = ("none", "int8wo", "int8dq", "fp8wo", "fp8dq", "fp8dqrow", "int4wo", "mxfp8", "mxfp4", "nvfp4")
 # Bits a weight takes as stored, scales included (fit ranks by it): int8 / fp8 a scale per row; int4wo
-# groups of 128 with a 16-bit scale and zero point each.
-BITS = {"none": 16, "int8wo": 8, "int8dq": 8, "fp8wo": 8, "fp8dq": 8, "int4wo": 4.25}
+# groups of 128 with a 16-bit scale and zero point each; MX a byte of scale per 32 values; NVFP4 a byte of
+# scale per 16 values.
+BITS = {"none": 16, "int8wo": 8, "int8dq": 8, "fp8wo": 8, "fp8dq": 8, "fp8dqrow": 8, "int4wo": 4.25,
+        "mxfp8": 8.25, "mxfp4": 4.25, "nvfp4": 4.5}  # fmt: skip
+# The compute capability each qtype needs, and where torchao says so.
+CAPABILITY = {
+    "fp8dq": ((8, 9), "torchao/float8/inference.py, _check_hardware_support"),
+    "fp8dqrow": ((8, 9), "torchao/float8/inference.py, _check_hardware_support"),
+    "mxfp8": ((10, 0), "torchao/prototype/mx_formats/inference_workflow.py, MXDynamicActivationMXWeightConfig"),
+    "mxfp4": ((10, 0), "torchao/prototype/mx_formats/inference_workflow.py, MXDynamicActivationMXWeightConfig"),
+    "nvfp4": ((10, 0), "torchao/prototype/mx_formats/inference_workflow.py, NVFP4DynamicActivationNVFP4WeightConfig"),
+}  # fmt: skip
 PREDICTED = True
+NOT_PREDICTED = ("int4wo",)  # its packing needs a device kernel (on_meta raises, the estimate says so)
+# Where each runs, and what multiplies (torchao/quantization/quantize_/workflows/, prototype/mx_formats/).
+RUNS_ON = {"none": "CPU, CUDA", "int8wo": "CPU, CUDA", "int8dq": "CPU, CUDA", "fp8wo": "CPU, CUDA",
+           "fp8dq": "CUDA 8.9+", "fp8dqrow": "CUDA 8.9+ (bf16)", "int4wo": "CPU, CUDA 8.0+ (bf16)",
+           "mxfp8": "CUDA 10.0+ (bf16)", "mxfp4": "CUDA 10.0+ (bf16)", "nvfp4": "CUDA 10.0+"}  # fmt: skip
+KERNEL = {"none": "matmul in the dtype", "int8wo": "dequantize, then matmul",
+          "int8dq": "int8 matmul (torch._int_mm), activations quantized per token",
+          "fp8wo": "dequantize, then matmul", "fp8dq": "float8 matmul (torch._scaled_mm), per-tensor scales",
+          "fp8dqrow": "float8 matmul (torch._scaled_mm), per-row scales",
+          "int4wo": "int4 matmul: _weight_int4pack_mm (CUDA), _weight_int4pack_mm_for_cpu (CPU)",
+          "mxfp8": "MX float8 matmul (torch._scaled_mm, e8m0 block scales)",
+          "mxfp4": "MX float4 matmul (scaled_mm, e8m0 block scales)",
+          "nvfp4": "NVFP4 float4 matmul (torch._scaled_mm, e4m3 block scales)"}  # fmt: skip
 QUANTIZES = "load"  # when weights become quantized, for the estimate's loading trace: quantizes each weight as it loads: the unquantized weight passes through the device first
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 INT4_NOTES = {
@@ -52,6 +91,18 @@ def config(qtype: str, device: str | None = None):
 
             return PrototypeInt4WeightOnlyConfig()
         raise NotImplementedError(f"torchao int4wo packs weights for a CUDA or CPU kernel, not on {device!r}")
+    if qtype == "fp8dqrow":
+        return q.Float8DynamicActivationFloat8WeightConfig(granularity=q.PerRow())
+    if qtype in ("mxfp8", "mxfp4", "nvfp4"):
+        import torch
+        from torchao.prototype import mx_formats as mx
+
+        if qtype == "nvfp4":
+            # use_triton_kernel=True (torchao's default) quantizes activations with mslk's Triton kernel, and
+            # mslk is not installable (PyPI's is an empty placeholder, see int4wo above): torchao's torch path.
+            return mx.NVFP4DynamicActivationNVFP4WeightConfig(use_triton_kernel=False)
+        element = torch.float8_e4m3fn if qtype == "mxfp8" else torch.float4_e2m1fn_x2
+        return mx.MXDynamicActivationMXWeightConfig(activation_dtype=element, weight_dtype=element)
     return {
         "int8wo": q.Int8WeightOnlyConfig,
         "int8dq": q.Int8DynamicActivationInt8WeightConfig,
@@ -66,16 +117,12 @@ def excludes(pattern: str, name: str) -> bool:
 
 
 def unsupported(qtype: str, device: str, fuse_qkv: bool) -> str | None:
-    if qtype == "fp8dq":
-        import torch
-
-        if device != "cuda" or torch.cuda.get_device_capability() < (8, 9):
-            return "torchao fp8dq (float8 activations) needs a CUDA device of compute capability 8.9 or newer"
+    if qtype in CAPABILITY:
+        capability, source = CAPABILITY[qtype]
+        return needs_capability(f"torchao {qtype}", capability, source, device)
     if qtype == "int4wo" and device == "cuda":
-        import torch
-
-        if torch.cuda.get_device_capability() < (8, 0):
-            return "torchao int4wo (tile_packed_to_4d, torch's tinygemm) needs CUDA compute capability 8.0 or newer"
+        return needs_capability("torchao int4wo (tile_packed_to_4d, torch's tinygemm _weight_int4pack_mm)", (8, 0),
+                                "torch's tinygemm kernel", device)  # fmt: skip
     return None
 
 
@@ -155,7 +202,25 @@ def on_meta(module, qtype: str, exclude: list[str], transformer: bool, fuse_qkv:
     weights with a device's kernel, so it raises here: the estimate says it does not predict it."""
     cfg = config(qtype, _device(module))
     if cfg is not None:
-        _quantize(module, cfg, exclude, transformer)
+        with _on_any_device():
+            _quantize(module, cfg, exclude, transformer)
+
+
+@contextlib.contextmanager
+def _on_any_device():
+    """torchao's compute-capability checks, passed over: they guard the kernels a call would run, and the
+    weights they quantize are the same tensors whatever device asks (float8's ``_check_hardware_support``,
+    NVFP4's ``is_sm_at_least_100``, as each module looks them up)."""
+    from torchao.prototype.mx_formats import inference_workflow
+    from torchao.quantization import quant_api
+
+    saved = quant_api._check_hardware_support, inference_workflow.is_sm_at_least_100
+    quant_api._check_hardware_support = lambda *args, **kwargs: None
+    inference_workflow.is_sm_at_least_100 = lambda: True
+    try:
+        yield
+    finally:
+        quant_api._check_hardware_support, inference_workflow.is_sm_at_least_100 = saved
 
 
 # Offloading (helpers/offload.py) with torchao's weights, read from the libraries' source.
