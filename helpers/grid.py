@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import measure, offload, outputs, records
+from .backends.gates import Requirement
 from .cells import Cell, cells, reference_of
 from .params import Params
 from .pipelines import call_settings, checkpoint_name, guidance_of, load_pipeline, resolve_checkpoint
@@ -56,6 +57,7 @@ def _base_record(params: Params, config: Cell, checkpoint: str, device: str, cal
         compile=params["compile"],
         threads=params["threads"],
         offload=config.offload,
+        gguf_file=params["gguf_file"],
         **{name: hardware.get(name) for name in records.HARDWARE_FIELDS},
     )
 
@@ -122,8 +124,10 @@ def _prepare(params: Params, config: Cell, device: str, record: records.Record):
         qconfig = load_config(params["model"], backend, config, params["exclude"], params["dtype"])
         # The tiny pipeline is found (or built, the same bytes) on the machine that runs this.
         checkpoint = resolve_checkpoint(params)  # None: the preset builds its weights in memory (random-full)
+        # a prequantized file (gguf_file, backend gguf only: params.py) instead of the backend's own
+        source = {"source": params["gguf_file"]} if params["gguf_file"] else {}
         preloaded = backend_module(backend).preloaded(checkpoint, config.qtype, torch_dtype(params["dtype"]),
-                                                      params["exclude"])  # fmt: skip
+                                                      params["exclude"], **source)  # fmt: skip
         if checkpoint is None:
             if qconfig is not None:
                 raise NotImplementedError("random-full builds its weights in memory; load-time quantization "
@@ -197,7 +201,8 @@ def _execute(params: Params, config: Cell, checkpoint: str, device: str, call: d
 
             record.clip_score = clip_score(images, params["prompts"], device)
     except Rejected as e:
-        record.status, record.error = "skipped", str(e)
+        reason = e.args[0] if e.args else ""
+        record.status, record.error = "n/a" if isinstance(reason, Requirement) else "skipped", str(reason)
     except Exception as e:  # noqa: BLE001 - a failing configuration is recorded, the grid goes on
         record.status = "error"
         record.error = f"{type(e).__name__}: {e}"
@@ -291,7 +296,7 @@ def run_grid(params: Params, progress: bool = True) -> list[records.Record]:
         hardware = executor.hardware(device)  # on CUDA the GPU model: part of every figure's identity
         checkpoint = checkpoint_name(params)
         records.repair(path)
-        finished = {r.identity_key(): r for r in records.read(path) if r.status in ("ok", "skipped")}
+        finished = {r.identity_key(): r for r in records.read(path) if r.status in records.FINISHED}
 
         def key(config):
             return _base_key(params, config, checkpoint, device, call, hardware)
@@ -342,6 +347,8 @@ def _files(params: Params, todo: list[Cell]) -> None:
     otherwise each load the checkpoint and write its own)."""
     checkpoint = resolve_checkpoint(params)
     b = backend_module(params["backend"])
+    if params["gguf_file"]:  # configurations load the prequantized file given
+        return
     for qtype in dict.fromkeys(c.qtype for c in todo):
         b.files(checkpoint, qtype, torch_dtype(params["dtype"]), params["exclude"])
 

@@ -85,6 +85,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               help=f"a grid axis, CUDA only (skipped on the CPU): {' | '.join(OFFLOAD_MODES)} (where weights wait "
                    "between uses)", choices=OFFLOAD_MODES, record="offload"),
     Parameter("exclude", [], **_STR_LIST, help="transformer module-name patterns left unquantized", record="exclude"),
+    Parameter("gguf_file", None, "str or null", _opt(lambda v: isinstance(v, str)), "str",
+              "backend gguf, preset full: a prequantized transformer file (a local path, a URL or owner/repo/file."
+              "gguf on the hub) that configurations at its qtype load; None: the project writes its own",
+              record="gguf_file"),
     Parameter("steps", None, **_OPT_INT, help="denoising steps; None: the preset's default", record="steps"),
     Parameter("height", None, **_OPT_INT, help="image height (px); None: the preset's default", record="height"),
     Parameter("width", None, **_OPT_INT, help="image width (px); None: the preset's default", record="width"),

@@ -148,9 +148,19 @@ def validate(params) -> Params:
     _check_text_tokens(merged)
     _check_size(merged)
     _check_checkpoint(merged)
+    _check_gguf_file(merged)
     _check_exclude(merged)
     merged["out_dir"] = str(merged["out_dir"])
     return Params(**merged)
+
+
+def _check_gguf_file(p: dict) -> None:
+    """A prequantized GGUF file holds a full-size transformer: backend gguf and preset full only."""
+    if p["gguf_file"] is None:
+        return
+    if p["backend"] != "gguf" or p["preset"] != "full":
+        raise ValueError(f"parameter 'gguf_file' needs backend 'gguf' and preset 'full' (the file holds a full-size "
+                         f"transformer), got backend {p['backend']!r} and preset {p['preset']!r}")  # fmt: skip
 
 
 def _check_text_encoders(p: dict) -> None:

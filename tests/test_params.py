@@ -29,7 +29,7 @@ def test_defaults_give_the_published_grid():
         ({"te_qtypes": ["int3"]}, ["'te_qtypes'", "'int3'", "int8, fp8, int4"]),
         ({"te_qtypes": ["none"]}, ["'te_qtypes'", "'none'", "int8, fp8, int4"]),
         ({"backend": "gguf", "te_qtypes": ["q8_0"]}, ["'te_qtypes'", "'gguf'", "transformer only"]),
-        ({"backend": "gguf", "qtypes": ["q2_k"]}, ["'qtypes'", "q8_0, q5_1, q5_0, q4_1, q4_0"]),
+        ({"backend": "gguf", "qtypes": ["q2_K"]}, ["'qtypes'", "q8_0, q6_k, q5_1, q5_k, q5_0, q4_1, q4_k, q4_0, q3_k, q2_k"]),
         ({"backend": "layerwise", "qtypes": ["fp8"]}, ["'qtypes'", "fp8e4m3, fp8e5m2"]),
         ({"warmup": -1}, ["'warmup'", ">= 0"]),
         ({"repeats": 0}, ["'repeats'", ">= 1"]),

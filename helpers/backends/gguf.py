@@ -1,5 +1,10 @@
 """GGUF, the format the community ships for consumer GPUs: the transformer from a ``.gguf`` file.
 
+Users mostly download prequantized files (city96's FLUX.1-dev files, Q2_K to Q8_0): the ``gguf_file``
+parameter names one (a local path, a URL, or ``owner/repo/file.gguf`` on the hub) and configurations at its
+qtype load it through ``from_single_file`` with ``GGUFQuantizationConfig``, as diffusers documents; the record
+says which file and the qtype its Linears hold (checked after loading).
+
 The project writes the checkpoint's transformer to a ``.gguf`` file with the
 ``gguf`` package (cached, keyed by architecture, checkpoint, dtype, qtype and
 ``exclude``; written once per machine, under a file lock), then loads it as
@@ -11,15 +16,30 @@ compute dtype at each forward.
 What goes into a block type: the weight of every ``nn.Linear`` whose input
 width is a whole number of blocks and that no ``exclude`` pattern names. Every
 other tensor is written as float32 and loads in the pipeline's dtype.
+
+The k-quants (``q6_k`` to ``q2_k``, blocks of 256 weights) are read by diffusers but cannot be written by the
+``gguf`` package (``gguf.quants.quantize`` implements Q4_0..Q8_0, not the k-quants): without ``gguf_file`` a
+configuration at a k-quant is ``skipped``. The estimate predicts them from their block layouts
+(``GGML_QUANT_SIZES``: 210, 176, 144, 110 and 84 bytes a block of 256) under the same rule. A community file may
+mix types (llama.cpp-style "K" mixes keep some tensors at a higher type): its measured bytes are what it holds.
 """
 
 NAME = "gguf"
 PACKAGE = "gguf"
 # The block types the gguf package can write in Python and diffusers can read (K-quants: read only).
-QTYPES = ("none", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
-# Bits a weight takes as stored (fit ranks by it): ggml's blocks of 32 weights, 34 / 24 / 22 / 20 / 18 bytes.
-BITS = {"none": 16, "q8_0": 8.5, "q5_1": 6.0, "q5_0": 5.5, "q4_1": 5.0, "q4_0": 4.5}
+QTYPES = ("none", "q8_0", "q6_k", "q5_1", "q5_k", "q5_0", "q4_1", "q4_k", "q4_0", "q3_k", "q2_k")
+# The k-quants: read (diffusers dequantizes them), predicted, but not written here.
+K_QUANTS = ("q6_k", "q5_k", "q4_k", "q3_k", "q2_k")
+# Bits a weight takes as stored (fit ranks by it): ggml's blocks of 32 weights, 34 / 24 / 22 / 20 / 18 bytes;
+# k-quants' blocks of 256, 210 / 176 / 144 / 110 / 84 bytes (gguf.constants.GGML_QUANT_SIZES).
+BITS = {"none": 16, "q8_0": 8.5, "q6_k": 6.5625, "q5_1": 6.0, "q5_k": 5.5, "q5_0": 5.5, "q4_1": 5.0, "q4_k": 4.5,
+        "q4_0": 4.5, "q3_k": 3.4375, "q2_k": 2.625}  # fmt: skip
+NOT_WRITTEN = ("the gguf package cannot write {qtype} (gguf.quants.quantize implements Q4_0 to Q8_0, not the "
+               "k-quants): give a prequantized file with gguf_file")  # fmt: skip
 PREDICTED = True
+# Where each runs, and what multiplies (diffusers/quantizers/gguf/utils.py, GGUFLinear.forward_native).
+RUNS_ON = {q: "CPU, CUDA" for q in QTYPES}
+KERNEL = {q: "dequantize (torch ops), then matmul" for q in QTYPES} | {"none": "matmul in the dtype"}
 QUANTIZES = "file"  # when weights become quantized, for the estimate's loading trace: the transformer loads already quantized, from its .gguf file
 TEXT_ENCODERS = False
 TE_REASON = "the gguf backend quantizes the transformer only: diffusers loads GGUF for diffusers models"
@@ -110,8 +130,8 @@ def gguf_file(checkpoint: str, qtype: str, dtype, exclude: list[str]):
 def files(checkpoint, qtype: str, dtype, exclude: list[str]) -> None:
     """Write the ``.gguf`` file a configuration at ``qtype`` will load, if it is not cached yet: a driver
     calls this once per qtype before it submits configurations. Nothing for ``none``, random-full (no
-    checkpoint) or a transformer without a single-file loader (``preloaded`` refuses those)."""
-    if qtype == "none" or checkpoint is None:
+    checkpoint), a k-quant or a transformer without a single-file loader (``preloaded`` refuses those)."""
+    if qtype == "none" or checkpoint is None or qtype in K_QUANTS:
         return
     import diffusers
 
@@ -128,8 +148,33 @@ def _transformer_config(checkpoint: str) -> tuple[str, dict]:
     return cls_name, {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def preloaded(checkpoint: str, qtype: str, dtype, exclude: list[str]) -> dict:
-    """``{"transformer": ...}`` loaded from the GGUF file through diffusers' single-file loading."""
+def source_url(source: str) -> str:
+    """What ``from_single_file`` takes for a ``gguf_file``: a local path or a URL as given, ``owner/repo/file.gguf``
+    as its hub URL."""
+    from pathlib import Path
+
+    if source.startswith(("https://", "http://")) or Path(source).expanduser().exists():
+        return str(Path(source).expanduser()) if not source.startswith("http") else source
+    owner, repo, filename = source.split("/", 2)
+    return f"https://huggingface.co/{owner}/{repo}/blob/main/{filename}"
+
+
+def held_qtype(transformer) -> str | None:
+    """The block type most of a loaded GGUF transformer's quantized weights hold (by bytes), as a qtype name."""
+    from collections import Counter
+
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    held = Counter()
+    for p in transformer.parameters():
+        if isinstance(p, GGUFParameter):
+            held[p.quant_type.name.lower()] += p.numel()
+    return held.most_common(1)[0][0] if held else None
+
+
+def preloaded(checkpoint: str, qtype: str, dtype, exclude: list[str], source: str | None = None) -> dict:
+    """``{"transformer": ...}`` loaded from a GGUF file through diffusers' single-file loading: the file the
+    project writes, or ``source`` (``gguf_file``), which must hold ``qtype``."""
     if qtype == "none":
         return {}
     if checkpoint is None:
@@ -141,11 +186,15 @@ def preloaded(checkpoint: str, qtype: str, dtype, exclude: list[str]) -> dict:
     if not hasattr(cls, "from_single_file"):
         raise NotImplementedError(f"diffusers has no single-file loader for {cls_name} (it is not a "
                                   "FromOriginalModelMixin), so it cannot load a GGUF file")  # fmt: skip
-    path = gguf_file(checkpoint, qtype, dtype, exclude)
+    if source is None and qtype in K_QUANTS:
+        raise NotImplementedError(NOT_WRITTEN.format(qtype=qtype))
+    path = source_url(source) if source else str(gguf_file(checkpoint, qtype, dtype, exclude))
     transformer = cls.from_single_file(
-        str(path), config=checkpoint, subfolder="transformer", dtype=dtype,
+        path, config=checkpoint, subfolder="transformer", dtype=dtype,
         quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=dtype),
     )  # fmt: skip
+    if source and (held := held_qtype(transformer)) != qtype:
+        raise ValueError(f"gguf_file {source!r} holds {held} weights, not {qtype}: give qtypes [none, {held}]")
     return {"transformer": transformer}
 
 
