@@ -26,7 +26,7 @@ def _grid(args) -> int:
         print(f"interrupted: the finished records are in {results_path(params)}; the same command resumes",
               file=sys.stderr)  # fmt: skip
         return 130
-    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "skipped", "error")}
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "n/a", "skipped", "error")}
     print(f"{len(rows)} records ({', '.join(f'{n} {s}' for s, n in counts.items())}) in {results_path(params)}")
     return 0 if counts["error"] == 0 else 1
 
@@ -143,6 +143,21 @@ def _models(args) -> int:
     return 0
 
 
+def _backends(args) -> int:
+    from pathlib import Path
+
+    from .backends import markdown_table
+    from .parameters import with_table
+
+    if not args.write:
+        print(markdown_table())
+        return 0
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    readme.write_text(with_table(readme.read_text(encoding="utf-8"), "backends", markdown_table()), encoding="utf-8")
+    print(f"wrote the backend table into {readme}")
+    return 0
+
+
 def _parameters(args) -> int:
     from pathlib import Path
 
@@ -232,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "into README.md")
     m.add_argument("--write", action="store_true", help="replace the table between README.md's models markers")
     m.set_defaults(func=_models)
+    k = sub.add_parser("backends", help="print the backend table (bits, devices, matmul, predicted per qtype), or "
+                                        "--write it into README.md")
+    k.add_argument("--write", action="store_true", help="replace the table between README.md's backends markers")
+    k.set_defaults(func=_backends)
 
     n = sub.add_parser("notebook", help="write notebooks/<model>.ipynb from the one template (helpers/notebook.py)")
     n.add_argument("--model", nargs="+", choices=tuple(MODELS), default=list(MODELS))

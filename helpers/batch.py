@@ -204,8 +204,10 @@ def run_batch(
     executor: str | None = None,
     address: str | None = None,
     jobs: int | None = None,
+    sections: list[str] | None = None,
 ) -> int:
-    """Execute, export, document. Returns the number of notebooks that failed.
+    """Execute, export, document. Returns the number of notebooks that failed. ``sections``: only these of
+    the planned ones (``pixart_bf16``, ``flux-dev_fp16``: a model in one dtype, another in the other).
 
     Inline, ``jobs`` notebooks run side by side (default: one per core on the
     CPU, see ``default_jobs``), each kernel given ``threads`` = cores / jobs so
@@ -231,11 +233,21 @@ def run_batch(
         overrides["executor"] = executor
     if address is not None:
         overrides["ray_address"] = address
-    runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
+    def planned():
+        runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
+        if sections is not None:
+            unknown = set(sections) - {run.name for run in runs}
+            if unknown:
+                raise ValueError(f"sections {sorted(unknown)} are not planned; valid choices: "
+                                 f"{', '.join(run.name for run in runs)}")  # fmt: skip
+            runs = [run for run in runs if run.name in sections]
+        return runs
+
+    runs = planned()
     jobs = min(jobs or default_jobs(runs), len(runs))
     if jobs > 1 and "threads" not in overrides:
         overrides["threads"] = max(1, (os.cpu_count() or 1) // jobs)
-        runs = plan(models, dtypes, preset, out_dir, Path(params_dir), overrides, backend)
+        runs = planned()
     # The full-size predictions first, on every core (the notebooks then find them cached):
     # nothing is being timed yet, so nothing competes with a measurement.
     _, estimate_s = timed(lambda: _predict(runs))

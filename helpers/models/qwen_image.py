@@ -10,6 +10,11 @@ the real one's do; no call runs it.
 
 The call: the model card's example, 50 steps at 1328 x 1328 (its 1:1 size) with true classifier-free
 guidance, ``true_cfg_scale`` 4.0 and a one-space negative prompt, so each step runs the transformer twice.
+
+Its transformer's ``fuse_qkv_projections`` fuses nothing (its attention does not support QKV fusion): those
+configurations are ``skipped``. Its rotary frequencies per image size are cached in the first call
+(``_compute_video_freqs``, an lru_cache): 512 bytes on tiny, which the estimate's phases count and a later
+call's CPU measurement does not see (docs/models.md).
 """
 
 from .spec import TINY_HEAD_DIM, TINY_HEADS, TINY_HIDDEN, ModelSpec, tiny_call

@@ -7,6 +7,11 @@ file a verbatim copy of the hub's. ``model_index.json`` names ``Qwen3Model``, th
 
 A few-step distilled model without classifier-free guidance: the model card's example runs 9 steps (the card
 says they make 8 transformer passes; diffusers' docstring example gives 8) at guidance 0 and 1024 x 1024.
+
+Its transformer cannot fuse QKV (no ``fuse_qkv_projections``): those configurations are ``skipped``. Its
+rotary table is built in the first call and kept (``RopeEmbedder.freqs_cis``): 96 KiB on tiny, 384 KiB at full
+size, which the estimate's phases count from the denoise phase on and a later call's CPU measurement does not
+see (docs/models.md).
 """
 
 from .spec import TINY_HEAD_DIM, VAE_BLOCKS, ModelSpec, tiny_call, tiny_vae
