@@ -21,6 +21,10 @@ PACKAGE = "diffusers"
 QTYPES = ("none", "fp8e4m3", "fp8e5m2")
 BITS = {"none": 16, "fp8e4m3": 8, "fp8e5m2": 8}  # bits a weight is stored in (fit ranks by it)
 PREDICTED = True
+# Where each runs, and what multiplies (diffusers/hooks/layerwise_casting.py).
+RUNS_ON = {q: "CPU, CUDA" for q in QTYPES}
+KERNEL = {"none": "matmul in the dtype", "fp8e4m3": "weights cast up to the dtype, then matmul",
+          "fp8e5m2": "weights cast up to the dtype, then matmul"}
 QUANTIZES = "after-load"  # when weights become quantized, for the estimate's loading trace: loads unquantized, then quantizes on the device
 TEXT_ENCODERS = True
 

@@ -19,6 +19,12 @@ QTYPES = ("none", "int8", "fp8", "int4")
 # output channel; int4 groups of 128 with a 16-bit scale and shift each.
 BITS = {"none": 16, "int8": 8, "fp8": 8, "int4": 4.25}
 PREDICTED = True
+# Where each runs, and what multiplies (optimum/quanto/library/qbytes_mm.py, tensor/weights/qbits.py).
+RUNS_ON = {"none": "CPU, CUDA", "int8": "CPU, CUDA", "fp8": "CPU, CUDA", "int4": "CPU, CUDA 8.0+ (needs nvcc)"}
+KERNEL = {"none": "matmul in the dtype",
+          "int8": "bf16 on the CPU: torch._weight_int8pack_mm; else dequantize, then matmul",
+          "fp8": "dequantize, then matmul (not quanto's Marlin kernel)",
+          "int4": "int4 matmul: _weight_int4pack_mm (bf16; _for_cpu on the CPU), AWQ in fp16 on CUDA"}  # fmt: skip
 QUANTIZES = "after-load"  # when weights become quantized, for the estimate's loading trace: loads unquantized, then quantizes on the device
 TEXT_ENCODERS = True  # quantize_te can quantize the text encoders
 FP8_NOTE = ("quanto fp8 on CUDA: weights kept as WeightQBytesTensor (dequantized, then matmul), not quanto's "
