@@ -82,7 +82,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("batch_sizes", [1], "list of int", lambda v: isinstance(v, list) and all(_is_int(x) for x in v), "list",
               "images per prompt", record="batch_size"),
     Parameter("offload", ["none"], **_STR_LIST,
-              help=f"a grid axis, CUDA only (skipped on the CPU): {' | '.join(OFFLOAD_MODES)} (where weights wait "
+              help=f"a grid axis, CUDA only (n/a on the CPU): {' | '.join(OFFLOAD_MODES)} (where weights wait "
                    "between uses)", choices=OFFLOAD_MODES, record="offload"),
     Parameter("exclude", [], **_STR_LIST, help="transformer module-name patterns left unquantized", record="exclude"),
     Parameter("gguf_file", None, "str or null", _opt(lambda v: isinstance(v, str)), "str",
