@@ -170,10 +170,14 @@ def prepare(models=tuple(MODELS), dtypes=DTYPES, preset: str = "tiny", params_di
 
 
 def _predict(runs: list[Run]) -> None:
-    """The full-size memory predictions of the runs whose backend has them (cached on disk)."""
+    """The full-size memory predictions of the runs whose backend has them (cached on disk): each section's
+    grid, and the same grid with every offload mode, which its What fits cells read (``fit.predictions``: 1.5 s
+    a notebook when a kernel computes it, 37 of make report's 171 s summed over its notebooks)."""
     from .estimate import predict_many
+    from .fit import offload_grids
 
-    predict_many([run.params for run in runs if backend_module(run.params["backend"]).PREDICTED])
+    predict_many([grid for run in runs if backend_module(run.params["backend"]).PREDICTED
+                  for grid in (run.params, *offload_grids(run.params))])  # fmt: skip
 
 
 def default_jobs(runs: list[Run]) -> int:
