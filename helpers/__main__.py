@@ -127,49 +127,37 @@ def _bench_executor(args) -> int:
     return 0
 
 
-def _models(args) -> int:
+def _readme_table(write: bool, name: str, table: str) -> int:
+    """Print a generated README table, or (``write``) replace the one between README.md's ``name`` markers."""
     from pathlib import Path
 
-    from .components import sizes_markdown
     from .parameters import with_table
 
-    table = sizes_markdown()
-    if not args.write:
+    if not write:
         print(table)
         return 0
     readme = Path(__file__).resolve().parents[1] / "README.md"
-    readme.write_text(with_table(readme.read_text(encoding="utf-8"), "models", table), encoding="utf-8")
-    print(f"wrote the model table into {readme}")
+    readme.write_text(with_table(readme.read_text(encoding="utf-8"), name, table), encoding="utf-8")
+    print(f"wrote the {name} table into {readme}")
     return 0
+
+
+def _models(args) -> int:
+    from .components import sizes_markdown
+
+    return _readme_table(args.write, "models", sizes_markdown())
 
 
 def _backends(args) -> int:
-    from pathlib import Path
-
     from .backends import markdown_table
-    from .parameters import with_table
 
-    if not args.write:
-        print(markdown_table())
-        return 0
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    readme.write_text(with_table(readme.read_text(encoding="utf-8"), "backends", markdown_table()), encoding="utf-8")
-    print(f"wrote the backend table into {readme}")
-    return 0
+    return _readme_table(args.write, "backends", markdown_table())
 
 
 def _parameters(args) -> int:
-    from pathlib import Path
+    from .parameters import markdown_table
 
-    from .parameters import markdown_table, with_table
-
-    if not args.write:
-        print(markdown_table())
-        return 0
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    readme.write_text(with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
-    print(f"wrote the parameter table into {readme}")
-    return 0
+    return _readme_table(args.write, "parameters", markdown_table())
 
 
 def main(argv: list[str] | None = None) -> int:
