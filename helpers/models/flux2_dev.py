@@ -64,7 +64,7 @@ SPEC = ModelSpec(
         "vae": ("diffusers", "AutoencoderKLFlux2", dict(
             block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=32, norm_num_groups=32,
             sample_size=1024, use_quant_conv=True, use_post_quant_conv=True, patch_size=[2, 2],
-            batch_norm_eps=1e-4, batch_norm_momentum=0.1, force_upcast=True,
+            batch_norm_eps=1e-4, batch_norm_momentum=0.1,  # the file's force_upcast: not an AutoencoderKLFlux2 argument
         )),  # fmt: skip
     },
     tiny={
