@@ -279,3 +279,17 @@ def test_layerwise_casting_of_a_bf16_t5_encoder_runs(tiny_paths):
     assert t5.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.bfloat16
     out = t5(torch.tensor([[3, 5, 7, 1]])).last_hidden_state
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_the_readme_backend_table_is_generated_from_the_backend_modules():
+    """Per backend and qtype: bits, where it runs, what multiplies, whether the estimate predicts it; each
+    module declares them for every qtype it has, and the README shows what they declare."""
+    from pathlib import Path
+
+    from helpers.backends import BACKENDS, markdown_table
+    from helpers.parameters import with_table
+
+    for name, b in BACKENDS.items():
+        assert set(b.RUNS_ON) == set(b.KERNEL) == set(b.BITS) == set(b.QTYPES), name
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert with_table(readme, "backends", markdown_table()) == readme, "run: python -m helpers backends --write"
